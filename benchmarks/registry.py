@@ -1,0 +1,40 @@
+"""Benchmark workloads shared by the pytest-benchmark module and the command-line comparison.
+
+A setup function builds everything outside the timed region (world, model, JIT
+warm-up) and returns a zero-argument callable that runs the timed work.
+"""
+
+import numpy as np
+
+import fastca
+
+STEPS = 20
+
+
+def mnist_world(size, seed=0):
+    """A size x size world of tiled MNIST test digits (full test set if $FASTCA_MNIST_DIR is set,
+    else the embedded sample) and its per-cell target map."""
+    try:
+        images, labels = fastca.data.load_mnist("test")
+    except FileNotFoundError:
+        images, labels = fastca.data.sample_digits()
+    gray, targets, _ = fastca.data.mnist_world(images, labels, size, size, seed=seed)
+    return gray, targets
+
+
+def setup_simulate(backend, size, steps=STEPS, seed=0, threads=None):
+    """Zero-argument callable running ``steps`` steps of the pretrained model on a size^2 world."""
+    model = fastca.pretrained()
+    gray, _ = mnist_world(size)
+    fastca.simulate(model, gray[:32, :32], 1, backend=backend, seed=seed)  # JIT compile / load cache
+
+    def run():
+        return fastca.simulate(model, gray, steps, backend=backend, seed=seed, threads=threads, progress=False)
+
+    return run
+
+
+def active_fraction(size, seed=0):
+    """Fraction of cells that are alive (about half of them update each step)."""
+    gray, _ = mnist_world(size)
+    return float(np.mean(gray > 25))

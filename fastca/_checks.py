@@ -1,0 +1,100 @@
+"""Input validation shared by the public API; raises the errors users see."""
+
+import numbers
+
+import numpy as np
+
+from . import spec
+
+
+def check_steps(steps):
+    """Return ``steps`` as a non-negative int, or raise naming the problem."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    return int(steps)
+
+
+def check_seed(seed):
+    """Return ``seed`` as an int in [0, 2**64), or raise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def check_probability(name, value):
+    """Return ``value`` as a float in [0, 1], or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def check_noise(noise, default):
+    """Resolve the ``noise`` argument to a std >= 0 (None -> the model's default, False -> 0)."""
+    if noise is None:
+        return float(default)
+    if noise is True:
+        return float(default) if default > 0 else spec.NOISE_STD
+    if noise is False:
+        return 0.0
+    if not isinstance(noise, numbers.Real):
+        raise TypeError(f"noise must be None, a bool or a std >= 0, got {type(noise).__name__}")
+    noise = float(noise)
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise std must be finite and >= 0, got {noise}")
+    return noise
+
+
+def gray_to_float(gray):
+    """Validate a gray image or batch and return it as float32 in [0, 1].
+
+    ``gray``: (H, W) or (B, H, W); uint8 (scaled by 1/255) or float in [0, 1].
+    """
+    gray = np.asarray(gray)
+    if gray.ndim not in (2, 3):
+        raise ValueError(f"gray input must be (H, W) or (B, H, W), got shape {gray.shape}")
+    _check_grid(gray.shape)
+    if gray.dtype == np.uint8:
+        return gray.astype(np.float32) / np.float32(255)
+    if gray.dtype.kind != "f":
+        raise TypeError(
+            f"gray input must be uint8 or float in [0, 1], got dtype {gray.dtype}; "
+            "convert with x.astype(np.uint8) or x / 255"
+        )
+    gray = gray.astype(np.float32)
+    if not np.all(np.isfinite(gray)):
+        raise ValueError("gray input contains NaN or inf")
+    if gray.size and (gray.min() < 0 or gray.max() > 1):
+        raise ValueError(
+            f"float gray input must be in [0, 1], got range [{gray.min()}, {gray.max()}]; "
+            "pass uint8 images or divide by 255"
+        )
+    return gray
+
+
+def check_state(state):
+    """Validate a full state (..., H, W, 20) and return it as float32 (B, H, W, 20) plus its leading shape."""
+    state = np.asarray(state)
+    if state.ndim not in (3, 4) or state.shape[-1] != spec.CHANNELS:
+        raise ValueError(
+            f"state must be (H, W, {spec.CHANNELS}) or (B, H, W, {spec.CHANNELS}), got shape {state.shape}"
+        )
+    if state.dtype.kind != "f":
+        raise TypeError(f"state must be a float array, got dtype {state.dtype}")
+    _check_grid(state.shape)
+    lead = state.shape[:-1]
+    state = np.ascontiguousarray(state.reshape((-1,) + state.shape[-3:]), dtype=np.float32)
+    if not np.all(np.isfinite(state)):
+        raise ValueError("state contains NaN or inf")
+    return state, lead
+
+
+def _check_grid(shape):
+    if any(n < 1 for n in shape):
+        raise ValueError(f"empty input: shape {shape} has a zero-length axis (grids are at least 1x1)")

@@ -1,0 +1,106 @@
+"""Labels, per-cell accuracy and total agreement, as in the reference notebook's evaluation."""
+
+import numba
+import numpy as np
+
+from . import spec
+
+DEAD = -1  #: label of a dead cell in label maps
+
+
+@numba.njit(cache=True, inline="always")
+def _cell_labels(cell):
+    """(argmax of the 10 class channels, the same or 10 when all are negative)."""
+    best = 0
+    value = cell[spec.CLASS_START]
+    for d in range(1, spec.N_CLASSES):
+        v = cell[spec.CLASS_START + d]
+        if v > value:
+            value = v
+            best = d
+    return best, (best if value >= 0 else spec.N_CLASSES)
+
+
+@numba.njit(cache=True, parallel=True)
+def _count(state, alive_thr, targets, n_alive, n_correct, agree):
+    """Per sample: alive cells, alive cells labelled as their target, and total agreement."""
+    n_b, n_h, n_w = state.shape[0], state.shape[1], state.shape[2]
+    for b in numba.prange(n_b):
+        alive = 0
+        correct = 0
+        first = -2
+        same = True
+        for y in range(n_h):
+            for x in range(n_w):
+                if state[b, y, x, 0] > alive_thr:
+                    label, label11 = _cell_labels(state[b, y, x])
+                    alive += 1
+                    if label == targets[b, y, x]:
+                        correct += 1
+                    if first == -2:
+                        first = label11
+                    if label11 != first or label11 == spec.N_CLASSES:
+                        same = False
+        n_alive[b] = alive
+        n_correct[b] = correct
+        agree[b] = same
+
+
+@numba.njit(cache=True, parallel=True)
+def _label_map(state, alive_thr, out):
+    n_b, n_h, n_w = state.shape[0], state.shape[1], state.shape[2]
+    for row in numba.prange(n_b * n_h):
+        b = np.int64(row) // n_h
+        y = np.int64(row) - b * n_h
+        for x in range(n_w):
+            if state[b, y, x, 0] > alive_thr:
+                out[b, y, x] = _cell_labels(state[b, y, x])[0]
+            else:
+                out[b, y, x] = DEAD
+
+
+def label_map(state, alive_threshold=spec.ALIVE_THRESHOLD):
+    """Per-cell labels of a (B, H, W, 20) float32 state: int8 (B, H, W), -1 on dead cells."""
+    out = np.empty(state.shape[:-1], np.int8)
+    _label_map(state, np.float32(alive_threshold), out)
+    return out
+
+
+def prepare_targets(labels, batch, height, width, batched):
+    """Turn ``labels`` into a (B, H, W) int16 target map (may be a broadcast view).
+
+    labels: per sample, int or (B,), or per cell, (H, W) / (B, H, W) (-1: no target).
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < -1 or labels.max() > 9):
+        raise ValueError(f"labels must be digits 0..9 (or -1 for none), got range [{labels.min()}, {labels.max()}]")
+    labels = labels.astype(np.int16)
+    per_sample = (batch,) if batched else ()
+    per_cell = ((batch,) if batched else ()) + (height, width)
+    if labels.shape == per_sample:
+        return np.broadcast_to(labels.reshape(batch, 1, 1), (batch, height, width))
+    if labels.shape == per_cell:
+        return np.ascontiguousarray(labels.reshape(batch, height, width))
+    raise ValueError(
+        f"labels must have shape {per_sample} (one per sample) or {per_cell} (one per cell), got {labels.shape}"
+    )
+
+
+def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
+    """(per-cell accuracy %, total agreement %) of a (B, H, W, 20) state against a target map.
+
+    Accuracy: alive cells whose label is their target / alive cells, over the batch.
+    Agreement: percent of samples in which every alive cell has the same label,
+    taken as argmax over ``[class channels * alive, dead]`` (so an alive cell with
+    all-negative class channels agrees with nobody). NaN accuracy when no cell is alive.
+    """
+    n_b = state.shape[0]
+    n_alive = np.empty(n_b, np.int64)
+    n_correct = np.empty(n_b, np.int64)
+    agree = np.empty(n_b, np.bool_)
+    _count(state, np.float32(alive_threshold), targets, n_alive, n_correct, agree)
+    total = n_alive.sum()
+    accuracy = 100.0 * n_correct.sum() / total if total else float("nan")
+    return accuracy, 100.0 * agree.mean()

@@ -1,0 +1,127 @@
+"""Counter-based random numbers shared by every backend.
+
+Each number is a pure function of its key, so the same seed gives bit-identical
+fire masks on torch, Numba CPU and Numba CUDA, for any thread count or tiling:
+
+- cell key  = hash(seed, step, sample, y, x)   (y, x: global grid coordinates)
+- fire draw = U[0, 1) float32 with 24 random bits, from hash(cell key, FIRE stream)
+- noise     = N(0, 1), from hash(cell key, NOISE stream, channel // 2) by Box-Muller
+              (even channels take the cosine, odd channels the sine)
+
+The hash is the SplitMix64 finaliser (a bijection on 64 bits with full
+avalanche) applied after folding in each key component. The scalar functions
+are plain ``numba.njit`` functions so that the CPU kernel and the CUDA kernel
+call the very same code; the array helpers below serve the torch backend and
+users. Integer arithmetic makes the fire draws exact everywhere; the noise goes
+through float32 ``log``/``cos``/``sin``, whose last bit may differ between math
+libraries (glibc vs CUDA), so noise agrees to float32 rounding across devices
+and bit for bit between torch and numba-cpu, which share the CPU code.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_S40 = np.uint64(40)
+_S8 = np.uint64(8)
+_LOW24 = np.uint64(0xFFFFFF)
+_FIRE_STREAM = np.uint64(0x46495245)  # "FIRE"
+_NOISE_STREAM = np.uint64(0x4E4F4953) << _S32  # "NOIS" in the high word
+_INV_2_24 = np.float32(1.0 / (1 << 24))
+_TWO_PI = np.float32(2.0 * math.pi)
+
+jit = numba.njit(cache=True, inline="always")
+
+
+@jit
+def mix64(z):
+    """SplitMix64 finaliser: uint64 -> uint64 bijection with full avalanche."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@jit
+def cell_key(seed, step, sample, y, x):
+    """uint64 key of one cell at one step; all arguments are non-negative integers."""
+    h = mix64(np.uint64(seed) + _GOLDEN)
+    h = mix64(h ^ np.uint64(step))
+    h = mix64(h ^ np.uint64(sample))
+    h = mix64(h ^ np.uint64(y))
+    return mix64(h ^ np.uint64(x))
+
+
+@jit
+def fire_uniform(key):
+    """The cell's fire draw: float32 in [0, 1), a multiple of 2**-24 (exact on every backend)."""
+    return np.float32(mix64(key ^ _FIRE_STREAM) >> _S40) * _INV_2_24
+
+
+@jit
+def normal_pair(key, pair):
+    """Two independent standard normal draws (float32) for mutable channels 2*pair and 2*pair+1.
+
+    Box-Muller in float32 on two 24-bit uniforms from one 64-bit hash; the radius
+    uses u1 in (0, 1], so draws are finite and bounded by sqrt(2 ln 2**24) = 5.8.
+    """
+    h = mix64(key ^ (_NOISE_STREAM + np.uint64(pair)))
+    u1 = (np.float32(h >> _S40) + np.float32(1.0)) * _INV_2_24
+    u2 = np.float32((h >> _S8) & _LOW24) * _INV_2_24
+    r = math.sqrt(np.float32(-2.0) * math.log(u1))
+    angle = _TWO_PI * u2
+    return r * math.cos(angle), r * math.sin(angle)
+
+
+@numba.njit(cache=True, parallel=True)
+def _uniform_grid(seed, step, out):
+    n_b, n_h, n_w = out.shape
+    for row in numba.prange(n_b * n_h):
+        b = np.int64(row) // n_h
+        y = np.int64(row) - b * n_h
+        for x in range(n_w):
+            out[b, y, x] = fire_uniform(cell_key(seed, step, b, y, x))
+
+
+@numba.njit(cache=True, parallel=True)
+def _noise_at(seed, step, bs, ys, xs, std, out):
+    for i in numba.prange(bs.shape[0]):
+        key = cell_key(seed, step, bs[i], ys[i], xs[i])
+        for pair in range((out.shape[1] + 1) // 2):
+            z0, z1 = normal_pair(key, pair)
+            out[i, 2 * pair] = z0 * std
+            if 2 * pair + 1 < out.shape[1]:
+                out[i, 2 * pair + 1] = z1 * std
+
+
+def uniform(seed, step, shape):
+    """Fire draws for a (B, H, W) grid at one step: float32 array in [0, 1)."""
+    out = np.empty(tuple(shape), np.float32)
+    _uniform_grid(np.uint64(seed), np.int64(step), out)
+    return out
+
+
+def fire_mask(seed, step, alive, fire_rate):
+    """Update mask ``(u <= fire_rate) & alive``; ``alive`` is a (B, H, W) bool array."""
+    return (uniform(seed, step, alive.shape) <= np.float32(fire_rate)) & alive
+
+
+def noise_at(seed, step, b, y, x, std, channels=19):
+    """Noise ``std * N(0, 1)`` (float32, shape (n, channels)) for the n cells at (b[i], y[i], x[i])."""
+    b, y, x = (np.ascontiguousarray(a, dtype=np.int64) for a in (b, y, x))
+    out = np.empty((b.shape[0], channels), np.float32)
+    _noise_at(np.uint64(seed), np.int64(step), b, y, x, np.float32(std), out)
+    return out
+
+
+def normal_grid(seed, step, shape, channels=19):
+    """Standard normal draws for every cell of a (B, H, W) grid: float32 (B, H, W, channels)."""
+    b, y, x = np.indices(tuple(shape)).reshape(3, -1)
+    return noise_at(seed, step, b, y, x, 1.0, channels).reshape(tuple(shape) + (channels,))

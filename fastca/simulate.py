@@ -1,0 +1,210 @@
+"""``simulate`` and ``mutate``: the public way to run the automaton."""
+
+import contextlib
+import dataclasses
+import time
+
+import numpy as np
+
+from . import _checks, backends, metrics, spec
+from .weights import NCAWeights
+
+
+@dataclasses.dataclass
+class SimResult:
+    """What :func:`simulate` returns.
+
+    state: float32, the input's leading shape + (20,) (e.g. (H, W, 20) or (B, H, W, 20)).
+    labels: int8 per-cell labels, leading shape of ``state`` without channels; -1 on dead cells.
+    accuracy, agreement: float64 (steps,) percent after each step, when ``labels`` was given
+        (index i is after step ``start_step + i + 1``), else None.
+    """
+
+    state: np.ndarray
+    labels: np.ndarray
+    accuracy: np.ndarray | None
+    agreement: np.ndarray | None
+    backend: str
+    steps: int
+    start_step: int
+    seed: int
+    seconds: float
+
+    @property
+    def alive(self):
+        """Bool map of alive cells."""
+        return self.labels != metrics.DEAD
+
+    @property
+    def cell_steps_per_s(self):
+        """Grid cells times steps per second of wall time (all cells, alive or not)."""
+        cells = int(np.prod(self.state.shape[:-1]))
+        return cells * self.steps / self.seconds if self.seconds > 0 else float("inf")
+
+
+def initial_state(gray):
+    """The initial state of a gray image or batch: gray in channel 0, zeros elsewhere.
+
+    gray: (H, W) or (B, H, W), uint8 or float in [0, 1]. Returns float32 (..., H, W, 20).
+    """
+    g = _checks.gray_to_float(gray)
+    state = np.zeros(g.shape + (spec.CHANNELS,), np.float32)
+    state[..., spec.GRAY] = g
+    return state
+
+
+def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
+    """Replace the digit under a state, as in the article's mutation experiments.
+
+    state: (..., H, W, 20) float. new_gray: matching (..., H, W), uint8 or float in [0, 1].
+    Returns a new float32 state whose channel 0 is the new gray and whose channels
+    1..19 are kept only where the new digit is alive (zero elsewhere).
+    """
+    flat, lead = _checks.check_state(state)
+    g = _checks.gray_to_float(new_gray)
+    if g.shape != lead:
+        raise ValueError(f"new_gray must have shape {lead} to match the state, got {g.shape}")
+    out = flat.reshape(lead + (spec.CHANNELS,)).copy()
+    out[..., spec.GRAY] = g
+    out[..., 1:] *= (g > np.float32(alive_threshold))[..., None]
+    return out
+
+
+@contextlib.contextmanager
+def _threads(n):
+    """Temporarily set the Numba and torch thread counts (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    import numba
+
+    if not (isinstance(n, int) and 1 <= n <= numba.config.NUMBA_NUM_THREADS):
+        raise ValueError(f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS}, got {n!r}")
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        import torch
+
+        old_torch = torch.get_num_threads()
+        torch.set_num_threads(n)
+    except ImportError:
+        torch = None
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+
+
+def _as_state(x, input_kind):
+    """Return (state (B, H, W, 20) float32 owned copy, leading shape, batched?)."""
+    arr = np.asarray(x)
+    if input_kind not in ("auto", "gray", "state"):
+        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
+    if input_kind == "auto":
+        is_state = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] == spec.CHANNELS and arr.dtype.kind == "f")
+        input_kind = "state" if is_state else "gray"
+    if input_kind == "state":
+        state, lead = _checks.check_state(arr)
+        state = state.copy() if np.shares_memory(state, arr) else state
+    else:
+        state = initial_state(arr)
+        lead = state.shape[:-1]
+        state = state.reshape((-1,) + state.shape[-3:])
+    return state, lead, len(lead) == 3
+
+
+def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
+             start_step=0, threads=None, progress=None, input="auto", callback=None):
+    """Run the self-classifying MNIST automaton.
+
+    Parameters
+    ----------
+    model : NCAWeights
+        The weights (e.g. :func:`fastca.pretrained` or :func:`fastca.load_distill_model`).
+    x : array
+        A gray image (H, W) or batch (B, H, W), uint8 or float in [0, 1]; or a full
+        state (H, W, 20) / (B, H, W, 20) float (e.g. a previous result's ``state``).
+        A float (B, H, 20) array is read as a state; pass ``input="gray"`` to override.
+    steps : int
+        Number of steps (>= 0).
+    backend : {"auto", "numba-cpu", "torch"}
+        "auto" is numba-cpu (or ``$FASTCA_BACKEND`` when set).
+    seed : int
+        Seed of the shared counter-based generator: the same seed gives the same
+        fire masks on every backend.
+    fire_rate : float, optional
+        Probability that an alive cell updates in a step; default ``model.fire_rate``.
+    noise : None, bool or float
+        Residual noise std; None uses ``model.noise_std``, False/0 disables it.
+    labels : optional
+        Target digits, per sample (int or (B,)) or per cell ((H, W) / (B, H, W), -1 for
+        none). When given, per-step accuracy and agreement are recorded.
+    start_step : int
+        Index of the first step, for the random keys (continue a run with the same stream).
+    threads : int, optional
+        Threads for this call (Numba and torch); default: leave as configured.
+    progress : bool, optional
+        Show a progress bar; default: only for long runs (> 2e8 cell-steps).
+    input : {"auto", "gray", "state"}
+        How to read ``x``.
+    callback : callable, optional
+        ``callback(step, state)`` after every step, ``state`` a (B, H, W, 20) numpy view
+        valid only during the call (copy it to keep it).
+
+    Returns
+    -------
+    SimResult
+    """
+    if not isinstance(model, NCAWeights):
+        raise TypeError(f"model must be NCAWeights (see fastca.pretrained()), got {type(model).__name__}")
+    steps = _checks.check_steps(steps)
+    start_step = _checks.check_steps(start_step)
+    seed = _checks.check_seed(seed)
+    fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
+    noise_std = _checks.check_noise(noise, model.noise_std)
+    runner_cls = backends.resolve(backend)
+    state, lead, batched = _as_state(x, input)
+    n_b, n_h, n_w, _ = state.shape
+    targets = None if labels is None else metrics.prepare_targets(labels, n_b, n_h, n_w, batched)
+    if progress is None:
+        progress = n_b * n_h * n_w * steps > 2e8
+    acc = np.full(steps, np.nan) if targets is not None else None
+    agr = np.full(steps, np.nan) if targets is not None else None
+    with _threads(threads):
+        runner = runner_cls(model, state, seed, fire_rate, noise_std, model.alive_threshold)
+        bar = _progress_bar(steps, runner.name) if progress else None
+        t0 = time.perf_counter()
+        for i in range(steps):
+            runner.step(start_step + i)
+            if targets is not None or callback is not None:
+                current = runner.numpy()
+                if targets is not None:
+                    acc[i], agr[i] = metrics.step_metrics(current, targets, model.alive_threshold)
+                if callback is not None:
+                    callback(start_step + i + 1, current)
+            if bar is not None:
+                bar.update(1)
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        final = runner.numpy()  # the runner owns this array: no copy needed
+    label_map = metrics.label_map(final, model.alive_threshold)
+    return SimResult(
+        state=final.reshape(lead + (spec.CHANNELS,)),
+        labels=label_map.reshape(lead),
+        accuracy=acc,
+        agreement=agr,
+        backend=runner.name,
+        steps=steps,
+        start_step=start_step,
+        seed=seed,
+        seconds=seconds,
+    )
+
+
+def _progress_bar(total, backend):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"fastca[{backend}]", unit="step")

@@ -1,0 +1,58 @@
+"""The self-classifying MNIST automaton: the one definition of its semantics.
+
+Every backend (torch reference, Numba CPU, Numba CUDA) reads its constants from
+here. The semantics follow the Distill article "Self-classifying MNIST Digits"
+(Randazzo et al., 2020) and its reference notebook:
+
+State
+    ``(..., H, W, 20)`` float32, channels last. Channel 0 is the gray value of the
+    pixel in [0, 1] and never changes. Channels 1..9 are hidden, channels 10..19 are
+    the ten class channels (digit ``d`` is channel ``10 + d``).
+Alive rule
+    A cell is alive when ``gray > 0.1`` (compared in float32). Only alive cells
+    update; dead cells keep their values, which their neighbours still see.
+One step (synchronous: every cell reads step t and writes step t+1)
+    1. ``p = relu(b1 + conv3x3(s, W1))``, zero padding outside the grid ("SAME"),
+       ``W1`` is (3, 3, 20, 80) HWIO (kernel row, kernel column, in, out).
+    2. ``h = relu(p @ W2 + b2)`` with ``W2`` (80, 80) (in, out).
+    3. ``ds = h @ W3 + b3`` with ``W3`` (80, 19) (in, out).
+    4. ``ds += noise_std * N(0, 1)`` per cell and channel (``noise_std`` 0.02 by default).
+    5. ``m = (u <= fire_rate) & alive`` with ``u ~ U[0, 1)`` per cell and step.
+    6. ``s[..., 1:] += ds * m``.
+Randomness
+    ``u`` and the noise come from the counter-based generator in :mod:`fastca.rng`,
+    keyed by (seed, step, sample, y, x[, channel]) in global coordinates, so every
+    backend draws the same numbers for the same seed.
+Numerics
+    float32 storage and float32 accumulation, no fast-math.
+"""
+
+CHANNELS = 20  #: channels per cell
+GRAY = 0  #: index of the immutable gray channel
+MUTABLE = CHANNELS - 1  #: channels 1..19 are updated
+N_CLASSES = 10  #: digits 0..9
+CLASS_START = CHANNELS - N_CLASSES  #: first class channel (10)
+HIDDEN = 80  #: perception features and hidden-layer width
+KERNEL = 3  #: perception kernel size (3x3, zero padding)
+PERCEPTION_IN = KERNEL * KERNEL * CHANNELS  #: 180 inputs per cell to the first layer
+
+ALIVE_THRESHOLD = 0.1  #: alive when gray > this
+FIRE_RATE = 0.5  #: probability that an alive cell updates in a step
+NOISE_STD = 0.02  #: std of the residual noise of the published model
+
+#: floating point operations per updated cell (multiply-add = 2), for FLOP/s reports:
+#: 2 * (180*80 + 80*80 + 80*19) = 44,640.
+FLOP_PER_CELL = 2 * (PERCEPTION_IN * HIDDEN + HIDDEN * HIDDEN + HIDDEN * MUTABLE)
+
+#: parameter count: 3*3*20*80 + 80 + 80*80 + 80 + 80*19 + 19 = 22,499
+N_PARAMS = PERCEPTION_IN * HIDDEN + HIDDEN + HIDDEN * HIDDEN + HIDDEN + HIDDEN * MUTABLE + MUTABLE
+
+#: canonical weight shapes (reference layout: HWIO perception, (in, out) dense)
+WEIGHT_SHAPES = {
+    "w1": (KERNEL, KERNEL, CHANNELS, HIDDEN),
+    "b1": (HIDDEN,),
+    "w2": (HIDDEN, HIDDEN),
+    "b2": (HIDDEN,),
+    "w3": (HIDDEN, MUTABLE),
+    "b3": (MUTABLE,),
+}

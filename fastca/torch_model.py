@@ -1,0 +1,114 @@
+"""PyTorch reference of the automaton step: differentiable, used for training and as a backend.
+
+The state layout is the public one, ``(B, H, W, 20)`` channels last; convolutions run
+on an NCHW view of it with channels_last strides, so no copy is made.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import spec
+from .weights import NCAWeights
+
+
+class TorchNCA(nn.Module):
+    """The step of :mod:`fastca.spec` as an ``nn.Module``.
+
+    Parameters live in torch layout (``perceive``: Conv2d 20->80 3x3 zero padding,
+    ``dense``: Conv2d 80->80 1x1, ``out``: Conv2d 80->19 1x1, zero-initialised).
+    Convert with :meth:`from_weights` and :meth:`to_weights`.
+    """
+
+    def __init__(self, fire_rate=spec.FIRE_RATE, alive_threshold=spec.ALIVE_THRESHOLD, noise_std=spec.NOISE_STD):
+        super().__init__()
+        self.perceive = nn.Conv2d(spec.CHANNELS, spec.HIDDEN, spec.KERNEL, padding=1)
+        self.dense = nn.Conv2d(spec.HIDDEN, spec.HIDDEN, 1)
+        self.out = nn.Conv2d(spec.HIDDEN, spec.MUTABLE, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.fire_rate = float(fire_rate)
+        self.alive_threshold = float(alive_threshold)
+        self.noise_std = float(noise_std)
+
+    @classmethod
+    def from_weights(cls, weights: NCAWeights):
+        """Build the module from canonical weights (HWIO / (in, out) layouts)."""
+        model = cls(weights.fire_rate, weights.alive_threshold, weights.noise_std)
+        with torch.no_grad():
+            model.perceive.weight.copy_(torch.from_numpy(weights.w1.transpose(3, 2, 0, 1).copy()))
+            model.perceive.bias.copy_(torch.tensor(weights.b1))
+            model.dense.weight.copy_(torch.from_numpy(weights.w2.T.copy())[:, :, None, None])
+            model.dense.bias.copy_(torch.tensor(weights.b2))
+            model.out.weight.copy_(torch.from_numpy(weights.w3.T.copy())[:, :, None, None])
+            model.out.bias.copy_(torch.tensor(weights.b3))
+        return model
+
+    def to_weights(self, name="torch") -> NCAWeights:
+        """Export the parameters as canonical :class:`NCAWeights`."""
+
+        def np_(t):
+            return t.detach().cpu().float().numpy()
+
+        return NCAWeights(
+            w1=np_(self.perceive.weight).transpose(2, 3, 1, 0),
+            b1=np_(self.perceive.bias),
+            w2=np_(self.dense.weight)[:, :, 0, 0].T,
+            b2=np_(self.dense.bias),
+            w3=np_(self.out.weight)[:, :, 0, 0].T,
+            b3=np_(self.out.bias),
+            fire_rate=self.fire_rate,
+            alive_threshold=self.alive_threshold,
+            noise_std=self.noise_std,
+            name=name,
+        )
+
+    def delta(self, state):
+        """The update before noise and mask: (B, H, W, 20) -> (B, H, W, 19)."""
+        x = state.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+        h = torch.relu(self.perceive(x))
+        h = torch.relu(self.dense(h))
+        return self.out(h).permute(0, 2, 3, 1)
+
+    def alive(self, state):
+        """(B, H, W) bool: gray > alive threshold."""
+        return state[..., spec.GRAY] > self.alive_threshold
+
+    def forward(self, state, fire_mask=None, noise=None, generator=None):
+        """One synchronous step: (B, H, W, 20) float32 -> (B, H, W, 20).
+
+        fire_mask: optional (B, H, W) bool of cells that fire this step (before the
+            alive rule); drawn from ``torch.rand(..., generator=generator)`` when None.
+        noise: optional (B, H, W, 19) float tensor added to the update; when None and
+            ``noise_std > 0`` it is drawn from ``torch.randn``. Pass zeros for no noise.
+        """
+        ds = self.delta(state)
+        if noise is not None:
+            ds = ds + noise
+        elif self.noise_std > 0:
+            ds = ds + self.noise_std * torch.randn(ds.shape, generator=generator, device=ds.device, dtype=ds.dtype)
+        if fire_mask is None:
+            u = torch.rand(state.shape[:-1], generator=generator, device=state.device)
+            fire_mask = u <= self.fire_rate
+        mask = (fire_mask & self.alive(state)).unsqueeze(-1).to(ds.dtype)
+        return torch.cat([state[..., :1], state[..., 1:] + ds * mask], dim=-1)
+
+
+def shared_randomness(seed, step, state_np, fire_rate, noise_std, alive_threshold):
+    """Fire mask and noise from the shared generator, as torch tensors for :meth:`TorchNCA.forward`.
+
+    state_np: (B, H, W, 20) float32 numpy. Noise is drawn only where the mask is set
+    (elsewhere it is multiplied by zero anyway). Returns (mask (B, H, W) bool,
+    noise (B, H, W, 19) float32 or None).
+    """
+    from . import rng
+
+    alive = state_np[..., spec.GRAY] > np.float32(alive_threshold)
+    mask = rng.fire_mask(seed, step, alive, fire_rate)
+    noise = None
+    if noise_std > 0:
+        b, y, x = np.nonzero(mask)
+        dense = np.zeros(mask.shape + (spec.MUTABLE,), np.float32)
+        dense[b, y, x] = rng.noise_at(seed, step, b, y, x, noise_std, spec.MUTABLE)
+        noise = torch.from_numpy(dense)
+    return torch.from_numpy(mask), noise

@@ -1,0 +1,115 @@
+"""Numba CPU kernel: one fused, in-place automaton step over a batch of grids.
+
+The state ``(B, H, W, 20)`` float32 (C-contiguous) is updated in place, so a step
+needs no second copy of the grid. Rows are split into bands (one sample, rows
+``y0..y1-1``) that run in parallel. Before any cell is written, the row just
+above and just below every band is saved (``halo``); inside a band, rows go top
+to bottom and each row's old values are copied into a small per-thread ring
+(``ring``) before the row can be overwritten, so every cell reads step t and
+writes step t+1.
+
+Only cells that are alive and fire are computed: their perception inputs are
+gathered into a block of up to ``BLOCK`` cells (blocks may span rows of a band:
+a deferred write to row y is safe because row y's old values stay in the ring
+while row y+1 is read), the MLP runs on the block, and the updates are added
+back. Nothing is allocated inside the kernel.
+"""
+
+import numba
+import numpy as np
+
+from fastca import rng, spec
+
+from .cell import BLOCK, OUT_PAD, add_update, gather, mlp_block
+
+@numba.njit(cache=True, inline="always", fastmath={"contract"})
+def _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std):
+    mlp_block(P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, n)
+    for i in range(n):
+        add_update(state[b, ys[i], xs[i]], D[i], keys[i], noise_std)
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+def step_inplace(state, w1r, b1, w2, b2, w3p, b3p, seed, step, fire_rate, noise_std, alive_thr,
+                 bands, halo, ring, P_all, H1_all, H2_all, D_all, where):
+    """Advance ``state`` by one step in place.
+
+    state: (B, H, W, 20) float32. w1r: (180, 80); b1: (80,); w2: (80, 80); b2: (80,);
+    w3p: (80, OUT_PAD) and b3p: (OUT_PAD,) zero-padded output layer, all float32.
+    seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
+    noise_std, alive_thr: float32.
+    bands: (K, 3) int64 rows (sample, y0, y1). Scratch, T >= the number of Numba
+    threads: halo (K, 2, W, 20) and ring (T, 2, W, 20) float32; block buffers
+    P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, OUT_PAD)
+    float32 (separate C-contiguous arrays, so the block loops vectorise); where
+    (T, 3, BLOCK) uint64 (row, column and random key of each block cell).
+    """
+    height = state.shape[1]
+    width = state.shape[2]
+    # Pass 1: save the rows that border each band before any band writes.
+    for k in numba.prange(bands.shape[0]):
+        b, y0, y1 = bands[k, 0], bands[k, 1], bands[k, 2]
+        if y0 > 0:
+            halo[k, 0] = state[b, y0 - 1]
+        if y1 < height:
+            halo[k, 1] = state[b, y1]
+    # Pass 2: update each band top to bottom.
+    for k in numba.prange(bands.shape[0]):
+        tid = numba.get_thread_id()
+        b, y0, y1 = bands[k, 0], bands[k, 1], bands[k, 2]
+        P, H1, H2, D = P_all[tid], H1_all[tid], H2_all[tid], D_all[tid]
+        ys, xs, keys = where[tid, 0], where[tid, 1], where[tid, 2]
+        n = 0
+        for y in range(y0, y1):
+            slot = (y - y0) & 1
+            old = ring[tid, slot]
+            old[:, :] = state[b, y]
+            up = halo[k, 0] if y == y0 else ring[tid, 1 - slot]
+            down = state[b, y + 1] if y + 1 < y1 else halo[k, 1]
+            for x in range(width):
+                if old[x, 0] > alive_thr:
+                    key = rng.cell_key(seed, step, b, y, x)
+                    if rng.fire_uniform(key) <= fire_rate:
+                        gather(up, old, down, y > 0, y + 1 < height, x, P[n])
+                        ys[n], xs[n], keys[n] = y, x, key
+                        n += 1
+                        if n == BLOCK:
+                            _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std)
+                            n = 0
+        if n > 0:
+            _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std)
+
+
+def make_bands(batch, height, threads, max_rows=64):
+    """Split every sample's rows into bands: (K, 3) int64 of (sample, y0, y1).
+
+    Aims for about 8 bands per thread (load balance) and at most ``max_rows`` rows
+    per band, so that the saved halo rows stay a small fraction of the state.
+    """
+    target = max(1, 8 * threads)
+    per_sample = max(1, -(-target // batch))
+    rows = max(1, min(max_rows, -(-height // per_sample)))
+    bands = [(b, y0, min(y0 + rows, height)) for b in range(batch) for y0 in range(0, height, rows)]
+    return np.array(bands, dtype=np.int64).reshape(-1, 3)
+
+
+def scratch_buffers(n_bands, width, threads_max):
+    """Allocate the kernel's scratch once per simulation: (halo, ring, P, H1, H2, D, where)."""
+    return (
+        np.zeros((n_bands, 2, width, spec.CHANNELS), np.float32),
+        np.zeros((threads_max, 2, width, spec.CHANNELS), np.float32),
+        np.zeros((threads_max, BLOCK, spec.PERCEPTION_IN), np.float32),
+        np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
+        np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
+        np.zeros((threads_max, BLOCK, OUT_PAD), np.float32),
+        np.zeros((threads_max, 3, BLOCK), np.uint64),
+    )
+
+
+def pad_output_layer(w3, b3):
+    """Zero-pad the (80, 19) output layer to (80, OUT_PAD) and (OUT_PAD,)."""
+    w3p = np.zeros((w3.shape[0], OUT_PAD), np.float32)
+    w3p[:, : w3.shape[1]] = w3
+    b3p = np.zeros(OUT_PAD, np.float32)
+    b3p[: b3.shape[0]] = b3
+    return w3p, b3p
