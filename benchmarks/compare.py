@@ -11,7 +11,7 @@ import numba
 import torch
 
 import fastca
-from benchmarks.registry import active_fraction, setup_simulate
+from benchmarks.registry import setup_simulate, updated_cells
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
     names = args.backends.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {numba.config.NUMBA_NUM_THREADS} threads; "
           f"fastca {fastca.__version__}, numba {numba.__version__}, torch {torch.__version__}")
-    frac = active_fraction(args.size)
+    frac, updates = updated_cells(args.size, args.steps)
     print(f"world {args.size}x{args.size} ({frac:.1%} alive), {args.steps} steps, seed 0")
     rates, states = {}, {}
     for name in names:
@@ -37,8 +37,8 @@ def main(argv=None):
             best = wall if best is None else min(best, wall)
         rates[name] = args.size * args.size * args.steps / best
         states[name] = res.state
-        flops = rates[name] * frac * fastca.rng_fire_fraction() if hasattr(fastca, "rng_fire_fraction") else None
-        print(f"{name:>10}: {rates[name]:.3e} cell-steps/s ({best:.2f} s)" + (f", {flops:.2e}" if flops else ""))
+        gflops = updates * fastca.spec.FLOP_PER_CELL / best / 1e9
+        print(f"{name:>10}: {rates[name]:.3e} cell-steps/s ({best:.2f} s; {gflops:.1f} GFLOP/s on updated cells)")
     if len(names) == 2:
         a, b = names
         same = (fastca.label_map(states[a][None]) == fastca.label_map(states[b][None])).mean()

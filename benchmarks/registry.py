@@ -34,7 +34,14 @@ def setup_simulate(backend, size, steps=STEPS, seed=0, threads=None):
     return run
 
 
-def active_fraction(size, seed=0):
-    """Fraction of cells that are alive (about half of them update each step)."""
+def updated_cells(size, steps=STEPS, seed=0):
+    """(alive fraction, exact number of cell updates over ``steps`` steps) of the size^2 world.
+
+    Uses the shared generator, so it is the count every backend performs on the alive
+    and firing cells (the basis of FLOP/s figures: spec.FLOP_PER_CELL per update).
+    """
     gray, _ = mnist_world(size)
-    return float(np.mean(gray > 25))
+    alive = (gray > 25)[None]  # uint8 gray > 0.1 * 255
+    model = fastca.pretrained()
+    updates = sum(int(fastca.rng.fire_mask(seed, t, alive, model.fire_rate).sum()) for t in range(steps))
+    return float(alive.mean()), updates

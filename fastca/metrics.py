@@ -8,9 +8,11 @@ from . import spec
 DEAD = -1  #: label of a dead cell in label maps
 
 
-@numba.njit(cache=True, inline="always")
-def _cell_labels(cell):
-    """(argmax of the 10 class channels, the same or 10 when all are negative)."""
+def cell_labels_py(cell):
+    """(argmax of the 10 class channels, the same or 10 when all are negative) of a (20,) cell.
+
+    Plain Python, compiled below for the CPU and by the CUDA kernels as a device function.
+    """
     best = 0
     value = cell[spec.CLASS_START]
     for d in range(1, spec.N_CLASSES):
@@ -19,6 +21,9 @@ def _cell_labels(cell):
             value = v
             best = d
     return best, (best if value >= 0 else spec.N_CLASSES)
+
+
+cell_labels = numba.njit(cache=True, inline="always")(cell_labels_py)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -33,7 +38,7 @@ def _count(state, alive_thr, targets, n_alive, n_correct, agree):
         for y in range(n_h):
             for x in range(n_w):
                 if state[b, y, x, 0] > alive_thr:
-                    label, label11 = _cell_labels(state[b, y, x])
+                    label, label11 = cell_labels(state[b, y, x])
                     alive += 1
                     if label == targets[b, y, x]:
                         correct += 1
@@ -54,7 +59,7 @@ def _label_map(state, alive_thr, out):
         y = np.int64(row) - b * n_h
         for x in range(n_w):
             if state[b, y, x, 0] > alive_thr:
-                out[b, y, x] = _cell_labels(state[b, y, x])[0]
+                out[b, y, x] = cell_labels(state[b, y, x])[0]
             else:
                 out[b, y, x] = DEAD
 
@@ -86,6 +91,19 @@ def prepare_targets(labels, batch, height, width, batched):
     raise ValueError(
         f"labels must have shape {per_sample} (one per sample) or {per_cell} (one per cell), got {labels.shape}"
     )
+
+
+def from_counts(counts):
+    """(accuracy %, agreement %) from per-sample counts (B, 12): [alive, correct, cells per label 0..9].
+
+    A sample agrees when one label holds all its alive cells (cells with all-negative
+    class channels hold no label), as in :func:`step_metrics`.
+    """
+    n_alive, n_correct = counts[:, 0], counts[:, 1]
+    total = n_alive.sum()
+    accuracy = 100.0 * n_correct.sum() / total if total else float("nan")
+    agree = counts[:, 2:].max(axis=1) == n_alive
+    return accuracy, 100.0 * agree.mean()
 
 
 def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):

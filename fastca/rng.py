@@ -62,7 +62,7 @@ def cell_key(seed, step, sample, y, x):
 @jit
 def fire_uniform(key):
     """The cell's fire draw: float32 in [0, 1), a multiple of 2**-24 (exact on every backend)."""
-    return np.float32(mix64(key ^ _FIRE_STREAM) >> _S40) * _INV_2_24
+    return np.float32(mix64(np.uint64(key) ^ _FIRE_STREAM) >> _S40) * _INV_2_24
 
 
 @jit
@@ -72,7 +72,7 @@ def normal_pair(key, pair):
     Box-Muller in float32 on two 24-bit uniforms from one 64-bit hash; the radius
     uses u1 in (0, 1], so draws are finite and bounded by sqrt(2 ln 2**24) = 5.8.
     """
-    h = mix64(key ^ (_NOISE_STREAM + np.uint64(pair)))
+    h = mix64(np.uint64(key) ^ (_NOISE_STREAM + np.uint64(pair)))  # casts: exact when called from Python
     u1 = (np.float32(h >> _S40) + np.float32(1.0)) * _INV_2_24
     u2 = np.float32((h >> _S8) & _LOW24) * _INV_2_24
     r = math.sqrt(np.float32(-2.0) * math.log(u1))

@@ -116,7 +116,7 @@ def _as_state(x, input_kind):
 
 
 def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
-             start_step=0, threads=None, progress=None, input="auto", callback=None):
+             start_step=0, threads=None, progress=None, input="auto", callback=None, output="host"):
     """Run the self-classifying MNIST automaton.
 
     Parameters
@@ -127,10 +127,13 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         A gray image (H, W) or batch (B, H, W), uint8 or float in [0, 1]; or a full
         state (H, W, 20) / (B, H, W, 20) float (e.g. a previous result's ``state``).
         A float (B, H, 20) array is read as a state; pass ``input="gray"`` to override.
+        With ``backend="numba-cuda"``, device arrays (Numba, CuPy, torch CUDA: anything
+        with ``__cuda_array_interface__``) are accepted and copied on the device.
     steps : int
         Number of steps (>= 0).
-    backend : {"auto", "numba-cpu", "torch"}
-        "auto" is numba-cpu (or ``$FASTCA_BACKEND`` when set).
+    backend : {"auto", "numba-cpu", "numba-cuda", "torch"}
+        "auto" is ``$FASTCA_BACKEND`` when set, else numba-cuda when a GPU is usable,
+        else numba-cpu (the choice is logged on the "fastca" logger and in ``.backend``).
     seed : int
         Seed of the shared counter-based generator: the same seed gives the same
         fire masks on every backend.
@@ -151,7 +154,10 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         How to read ``x``.
     callback : callable, optional
         ``callback(step, state)`` after every step, ``state`` a (B, H, W, 20) numpy view
-        valid only during the call (copy it to keep it).
+        valid only during the call (copy it to keep it); on numba-cuda, a host copy.
+    output : {"host", "device"}
+        numba-cuda only: "device" returns ``state`` and ``labels`` as Numba device arrays
+        (wrap them with ``cupy.asarray`` or ``torch.as_tensor`` without a copy).
 
     Returns
     -------
@@ -165,7 +171,10 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
     noise_std = _checks.check_noise(noise, model.noise_std)
     runner_cls = backends.resolve(backend)
-    state, lead, batched = _as_state(x, input)
+    if runner_cls.device:
+        state, lead, batched = runner_cls.to_device_state(x, input)
+    else:
+        state, lead, batched = _as_state(x, input)
     n_b, n_h, n_w, _ = state.shape
     targets = None if labels is None else metrics.prepare_targets(labels, n_b, n_h, n_w, batched)
     if progress is None:
@@ -174,23 +183,22 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     agr = np.full(steps, np.nan) if targets is not None else None
     with _threads(threads):
         runner = runner_cls(model, state, seed, fire_rate, noise_std, model.alive_threshold)
+        if targets is not None:
+            runner.set_targets(targets)
         bar = _progress_bar(steps, runner.name) if progress else None
         t0 = time.perf_counter()
         for i in range(steps):
             runner.step(start_step + i)
-            if targets is not None or callback is not None:
-                current = runner.numpy()
-                if targets is not None:
-                    acc[i], agr[i] = metrics.step_metrics(current, targets, model.alive_threshold)
-                if callback is not None:
-                    callback(start_step + i + 1, current)
+            if targets is not None:
+                acc[i], agr[i] = runner.metrics()
+            if callback is not None:
+                callback(start_step + i + 1, runner.numpy())
             if bar is not None:
                 bar.update(1)
+        final, label_map = runner.result(output)  # waits for the device, so inside the timing
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        final = runner.numpy()  # the runner owns this array: no copy needed
-    label_map = metrics.label_map(final, model.alive_threshold)
     return SimResult(
         state=final.reshape(lead + (spec.CHANNELS,)),
         labels=label_map.reshape(lead),

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import random_state
+from helpers import random_state
 
 import fastca
 

@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import MNIST_DIR, needs_mnist
+from helpers import MNIST_DIR, needs_mnist
 
 import fastca
 from fastca import data

@@ -1,7 +1,7 @@
 """The published Distill model on the first 500 MNIST test digits (needs ../shared)."""
 
 import pytest
-from conftest import DISTILL_JSON, MNIST_DIR, TOLERANCES, needs_distill, needs_mnist
+from helpers import DISTILL_JSON, MNIST_DIR, TOLERANCES, needs_distill, needs_mnist
 
 import fastca
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import TOLERANCES, assert_close, random_state
+from helpers import TOLERANCES, assert_close, random_state
 
 import fastca
 

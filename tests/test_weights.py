@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import DISTILL_JSON, needs_distill
+from helpers import DISTILL_JSON, needs_distill
 
 import fastca
 from fastca.weights import NCAWeights
