@@ -1,55 +1,221 @@
-"""Command line: ``fastca demo`` (also ``python -m fastca demo``)."""
+"""Command line: ``fastca demo`` and ``fastca simulate`` (also ``python -m fastca ...``)."""
 
 import argparse
+import json
+import os
 import sys
 import time
 
+import numpy as np
 
-def _demo(args):
-    import numpy as np
+CHECKPOINTS = (1, 10, 25, 50, 100)
 
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _model(path):
     import fastca
 
-    model = fastca.pretrained()
+    if path is None:
+        return fastca.pretrained()
+    if not os.path.exists(path):
+        raise CLIError(f"model file not found: {path}")
+    if path.endswith(".json"):
+        return fastca.load_distill_model(path)
+    return fastca.NCAWeights.load(path)
+
+
+def _digits():
+    """Test digits: the full MNIST test set when $FASTCA_MNIST_DIR is set, else the embedded sample."""
+    import fastca
+
+    try:
+        return fastca.data.load_mnist("test")
+    except FileNotFoundError:
+        return fastca.data.sample_digits()
+
+
+def _load_image(path):
+    """An image file as uint8 gray (H, W), white digits on black as in MNIST.
+
+    Colour images are converted to luminance; a light background (mean above half) is
+    inverted so that strokes are bright. Cells brighter than 0.1 (26/255) are alive.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise CLIError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            gray = np.asarray(im.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CLIError(f"not a readable image: {path} ({type(exc).__name__})") from None
+    if gray.size == 0:
+        raise CLIError(f"empty image: {path}")
+    if gray.mean() > 127:
+        gray = 255 - gray
+    if not (gray > 25).any():
+        raise CLIError(f"image has no alive cell (no pixel brighter than 0.1 after conversion): {path}")
+    return gray
+
+
+def _write_outputs(out, run, scale, fps, metrics, prefix=""):
+    """Write animation (GIF, and MP4 when ffmpeg is available), final picture and metrics JSON."""
+    from fastca import viz
+
+    os.makedirs(out, exist_ok=True)
+    frames = [viz.upscale(f, scale) for f in run.frames]
+    written = []
+    gif = os.path.join(out, f"{prefix}animation.gif")
+    viz.save_animation(frames, gif, fps=fps)
+    written.append(gif)
+    if viz.ffmpeg_available():
+        mp4 = os.path.join(out, f"{prefix}animation.mp4")
+        viz.save_animation(frames, mp4, fps=fps)
+        written.append(mp4)
+    png = os.path.join(out, f"{prefix}final.png")
+    viz.save_png(frames[-1], png)
+    written.append(png)
+    curves = os.path.join(out, f"{prefix}curves.png")
+    viz.plot_curves({metrics.get("model", "model"): (run.accuracy, run.digit_agreement)}, curves,
+                    mutation_step=metrics.get("mutation_step"),
+                    ylabels=("per-cell accuracy (%)", "digits whose cells agree (%)"))
+    written.append(curves)
+    path = os.path.join(out, f"{prefix}metrics.json")
+    tmp = path + ".partial"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+    os.replace(tmp, path)
+    written.append(path)
+    return written
+
+
+def _metrics_json(run, args, extra):
+    return {
+        **extra,
+        "steps": args.steps,
+        "seed": args.seed,
+        "backend": args.backend,
+        "accuracy": [round(float(a), 4) for a in run.accuracy],
+        "digit_agreement": [round(float(a), 4) for a in run.digit_agreement],
+        "frame_steps": run.frame_steps,
+        "events": run.events,
+        "digits": [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in d.items()} for d in run.digits],
+    }
+
+
+def _print_checkpoints(run, steps, extra=()):
+    print(f"{'step':>6} {'accuracy %':>11} {'digits agreeing %':>18}")
+    for step in sorted({c for c in (*CHECKPOINTS, *extra, steps) if 1 <= c <= steps}):
+        print(f"{step:>6} {run.accuracy[step - 1]:>11.1f} {run.digit_agreement[step - 1]:>18.1f}")
+
+
+def cmd_demo(args):
+    import fastca
+    from fastca.world import World, run_world
+
+    if not 1 <= args.rows <= 16 or not 1 <= args.cols <= 16:
+        raise CLIError(f"--rows and --cols must be in 1..16, got {args.rows} and {args.cols}")
+    if args.steps < 2:
+        raise CLIError(f"--steps must be >= 2, got {args.steps}")
+    model = _model(args.model)
     images, labels = fastca.data.sample_digits()
-    images, labels = images[: args.digits], labels[: args.digits]
+    world = World.from_digits(images, labels, 28 * args.rows, 28 * args.cols, seed=args.seed)
     half = args.steps // 2
-    print(f"fastca demo: model {model.name!r}, {len(images)} embedded MNIST test digits, "
-          f"{args.steps} steps (mutation at step {half}), backend {args.backend}, seed {args.seed}")
+    print(f"fastca demo: model {model.name!r}; a {args.rows}x{args.cols}-digit MNIST world "
+          f"({28 * args.rows}x{28 * args.cols} cells) of embedded test digits; {args.steps} steps, every digit "
+          f"replaced at step {half}; backend {args.backend}, seed {args.seed}")
     t0 = time.perf_counter()
-    first = fastca.simulate(model, images, half, labels=labels, backend=args.backend, seed=args.seed, progress=True)
-    perm = np.random.default_rng(args.seed).permutation(len(images))
-    mutated = fastca.mutate(first.state, images[perm])
-    second = fastca.simulate(model, mutated, args.steps - half, labels=labels[perm], backend=args.backend,
-                             seed=args.seed, start_step=half, progress=True)
-    acc = np.concatenate([first.accuracy, second.accuracy])
-    agr = np.concatenate([first.agreement, second.agreement])
-    print(f"{'step':>6} {'accuracy %':>11} {'agreement %':>12}")
-    for step in sorted({1, 10, 25, 50, half, half + 1, half + 25, half + 50, args.steps} - {0}):
-        if step <= args.steps:
-            print(f"{step:>6} {acc[step - 1]:>11.1f} {agr[step - 1]:>12.1f}")
-    print(f"done in {time.perf_counter() - t0:.1f} s (compilation included on the first run)")
+    run = run_world(model, world, args.steps, events=[{"step": half, "type": "replace_all"}], seed=args.seed,
+                    backend=args.backend, frame_every=args.frame_every, progress=True)
+    elapsed = time.perf_counter() - t0
+    _print_checkpoints(run, args.steps, (half, half + 1, half + 25, half + 50))
+    written = _write_outputs(args.out, run, args.scale, args.fps,
+                             _metrics_json(run, args, {"model": model.name, "mutation_step": half,
+                                                       "world": [28 * args.rows, 28 * args.cols]}))
+    print(f"simulated in {elapsed:.1f} s; wrote: " + ", ".join(written))
     return 0
+
+
+def cmd_simulate(args):
+    import fastca
+    from fastca.world import World, load_events, run_world
+
+    sources = [args.image is not None, args.mnist_index is not None, args.world is not None]
+    if sum(sources) != 1:
+        raise CLIError("give exactly one of --image FILE, --mnist-index N, --world H W")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    events = load_events(args.events) if args.events else []
+    model = _model(args.model)
+    if args.image is not None:
+        gray = _load_image(args.image)
+        targets = np.full(gray.shape, -1 if args.label is None else args.label, np.int16)
+        world = World(gray, targets, np.zeros((1, 1), np.int64), *_digits())
+        what = f"image {args.image} ({gray.shape[0]}x{gray.shape[1]})"
+    elif args.mnist_index is not None:
+        images, labels = _digits()
+        if not 0 <= args.mnist_index < len(images):
+            raise CLIError(f"--mnist-index must be in 0..{len(images) - 1}, got {args.mnist_index}")
+        world = World.from_digits(images[args.mnist_index: args.mnist_index + 1],
+                                  labels[args.mnist_index: args.mnist_index + 1], 28, 28)
+        world.images, world.labels = images, labels
+        what = f"MNIST test digit {args.mnist_index} (label {labels[args.mnist_index]})"
+    else:
+        h, w = args.world
+        if not (1 <= h <= 20000 and 1 <= w <= 20000):
+            raise CLIError(f"--world H W must be in 1..20000, got {h} {w}")
+        images, labels = _digits()
+        world = World.from_digits(images, labels, h, w, seed=args.seed)
+        what = f"MNIST world {h}x{w}"
+    print(f"fastca simulate: {what}; model {model.name!r}; {args.steps} steps; backend {args.backend}, seed {args.seed}")
+    run = run_world(model, world, args.steps, events=events, seed=args.seed, backend=args.backend,
+                    frame_every=args.frame_every, progress=None)
+    _print_checkpoints(run, args.steps)
+    written = _write_outputs(args.out, run, args.scale, args.fps,
+                             _metrics_json(run, args, {"model": model.name, "input": what}))
+    print("wrote: " + ", ".join(written))
+    return 0
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="fastca", description="Fast neural cellular automata (self-classifying MNIST).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, steps, out):
+        p.add_argument("--steps", type=int, default=steps, help=f"steps to run (default {steps})")
+        p.add_argument("--backend", default="auto", help="auto, numba-cpu, numba-cuda or torch")
+        p.add_argument("--seed", type=int, default=0, help="random seed (fire masks, noise, layouts, events)")
+        p.add_argument("--out", default=out, help=f"output folder (default {out})")
+        p.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
+        p.add_argument("--frame-every", type=int, default=2, help="steps between animation frames (default 2)")
+        p.add_argument("--scale", type=int, default=2, help="pixels per cell in pictures (default 2)")
+        p.add_argument("--fps", type=int, default=15, help="animation frames per second (default 15)")
+
+    demo = sub.add_parser("demo", help="run the embedded model on an MNIST world of embedded digits, offline")
+    common(demo, 200, "fastca-out")
+    demo.add_argument("--rows", type=int, default=6, help="digit rows of the world (default 6)")
+    demo.add_argument("--cols", type=int, default=10, help="digit columns of the world (default 10)")
+    sim = sub.add_parser("simulate", help="run on an image, an MNIST digit or an MNIST world; write animation + metrics")
+    common(sim, 100, "fastca-out")
+    sim.add_argument("--image", help="PNG/JPEG of any size (converted to gray; light backgrounds inverted)")
+    sim.add_argument("--label", type=int, default=None, help="the digit drawn in --image, for accuracy")
+    sim.add_argument("--mnist-index", type=int, help="index of an MNIST test digit")
+    sim.add_argument("--world", type=int, nargs=2, metavar=("H", "W"), help="a canvas of test digits")
+    sim.add_argument("--events", help="JSON event list or file (see fastca.world)")
+    return parser
 
 
 def main(argv=None):
     """Entry point of the ``fastca`` console script."""
-    parser = argparse.ArgumentParser(prog="fastca", description="Fast neural cellular automata (self-classifying MNIST).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the embedded model on embedded MNIST digits, offline")
-    demo.add_argument("--steps", type=int, default=200, help="total steps (mutation halfway), default 200")
-    demo.add_argument("--digits", type=int, default=64, help="how many embedded test digits (1..256), default 64")
-    demo.add_argument("--backend", default="auto", help="auto, numba-cpu or torch")
-    demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            if not 1 <= args.digits <= 256:
-                raise ValueError(f"--digits must be in 1..256, got {args.digits}")
-            if args.steps < 2:
-                raise ValueError(f"--steps must be >= 2, got {args.steps}")
-            return _demo(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+        for name in ("frame_every", "scale", "fps"):
+            if getattr(args, name) < 1:
+                raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        return {"demo": cmd_demo, "simulate": cmd_simulate}[args.command](args)
+    except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
         print(f"fastca: error: {exc}", file=sys.stderr)
         return 2
-    return 0

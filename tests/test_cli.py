@@ -1,22 +1,102 @@
-"""The console entry point, end to end in a subprocess."""
+"""The console commands end to end in a subprocess: outputs exist, decode, have the right
+frame count and size; bad input exits non-zero with one line and leaves no output file."""
 
+import json
 import subprocess
 import sys
 
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "fastca", *args], capture_output=True, text=True, timeout=600)
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fastca", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
 
 
-def test_demo_runs_and_reports():
-    p = run("demo", "--steps", "20", "--digits", "8")
+def frames_of(path):
+    return iio.imread(path, index=None)
+
+
+def test_demo_writes_animation_picture_and_metrics(tmp_path):
+    out = tmp_path / "demo"
+    p = run("demo", "--rows", 1, "--cols", 2, "--steps", 8, "--frame-every", 2, "--scale", 3, "--out", out)
     assert p.returncode == 0, p.stderr
-    assert "accuracy %" in p.stdout and "distill-2020-published" in p.stdout
-    rows = [line.split() for line in p.stdout.splitlines() if line.strip().split(" ")[0].isdigit()]
-    assert [int(r[0]) for r in rows][-1] == 20
+    assert "accuracy %" in p.stdout and "distill-2020-published" in p.stdout and str(out) in p.stdout
+    gif = frames_of(out / "animation.gif")
+    assert gif.shape[:3] == (5, 28 * 3, 56 * 3)  # steps 0, 2, 4, 6, 8
+    png = iio.imread(out / "final.png")
+    assert png.shape[:2] == (84, 168)
+    np.testing.assert_array_equal(png[..., :3], gif[-1][..., :3])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["accuracy"]) == 8 and metrics["mutation_step"] == 4
+    assert metrics["events"] == [{"step": 4, "type": "replace_all", "count": 1}]
+    assert iio.imread(out / "curves.png").ndim == 3
 
 
-def test_demo_bad_option_is_one_line_error():
-    p = run("demo", "--digits", "0")
+def test_simulate_mnist_index(tmp_path):
+    p = run("simulate", "--mnist-index", 3, "--steps", 4, "--frame-every", 4, "--scale", 1, "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert frames_of(tmp_path / "animation.gif").shape[:3] == (2, 28, 28)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["input"].startswith("MNIST test digit 3") and len(m["digit_agreement"]) == 4
+
+
+def test_simulate_world_with_events(tmp_path):
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([{"step": 2, "type": "erase", "center": [20, 20], "radius": 5},
+                                  {"step": 3, "type": "stroke", "points": [[5, 5], [30, 40]], "width": 2},
+                                  {"step": 3, "type": "replace", "count": 2}]))
+    out = tmp_path / "o"
+    p = run("simulate", "--world", 40, 60, "--steps", 5, "--events", events, "--seed", 4, "--scale", 1, "--out", out)
+    assert p.returncode == 0, p.stderr
+    gif = frames_of(out / "animation.gif")
+    assert gif.shape[:3] == (4, 40, 60)  # steps 0, 2, 4, 5
+    m = json.loads((out / "metrics.json").read_text())
+    assert [e["type"] for e in m["events"]] == ["erase", "stroke", "replace", "replace"]
+    assert all("tile" in e and "image" in e for e in m["events"][2:])
+
+
+def test_simulate_image_any_size(tmp_path):
+    img = np.full((50, 37, 3), 255, np.uint8)  # dark stroke on a light background: inverted
+    img[10:40, 15:20] = 0
+    Image.fromarray(img).save(tmp_path / "one.png")
+    p = run("simulate", "--image", tmp_path / "one.png", "--label", 1, "--steps", 3, "--scale", 1,
+            "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    assert iio.imread(tmp_path / "o" / "final.png").shape[:2] == (50, 37)
+
+
+@pytest.mark.parametrize(
+    "make, args, fragment",
+    [
+        (None, ["--image", "missing.png"], "image file not found"),
+        (lambda d: (d / "x.png").write_text("not an image"), ["--image", "x.png"], "not a readable image"),
+        (lambda d: (d / "e.png").write_bytes(b""), ["--image", "e.png"], "not a readable image"),
+        (lambda d: Image.fromarray(np.zeros((9, 9), np.uint8)).save(d / "k.png"), ["--image", "k.png"],
+         "no alive cell"),
+        (None, ["--world", "0", "5"], "--world H W must be in 1..20000"),
+        (None, ["--mnist-index", "-1"], "--mnist-index must be in"),
+        (None, ["--world", "30", "30", "--steps", "0"], "--steps must be >= 1"),
+        (None, ["--world", "30", "30", "--events", "[{\"type\": \"boom\", \"step\": 1}]"], "needs a 'type'"),
+        (None, ["--world", "30", "30", "--backend", "warp"], "unknown backend 'warp'"),
+        (None, [], "give exactly one of"),
+    ],
+)
+def test_simulate_bad_input(tmp_path, make, args, fragment):
+    if make:
+        make(tmp_path)
+    p = run("simulate", *args, "--out", "out", cwd=tmp_path)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastca: error:") and fragment in lines[0], p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_bad_option_is_one_line_error(tmp_path):
+    p = run("demo", "--rows", 0, cwd=tmp_path)
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["fastca: error: --digits must be in 1..256, got 0"]
+    assert p.stderr.strip().splitlines() == ["fastca: error: --rows and --cols must be in 1..16, got 0 and 10"]
+    assert not (tmp_path / "fastca-out").exists()

@@ -1,0 +1,270 @@
+"""MNIST worlds with events: per-digit metrics and scripted changes between steps.
+
+A world is one canvas of tiled digits (:func:`fastca.data.mnist_world`). Its digits are
+the connected components (8-neighbourhood) of alive cells; each gets metrics per
+step: accuracy (share of its cells labelled with its digit), agreement (all its cells
+give one label) and steps to consensus (the first step from which it agrees on its
+own digit until the end of the run).
+
+Events change the world between steps; a list of dicts (or a JSON file of one):
+
+- ``{"step": 50, "type": "erase", "center": [y, x], "radius": 6}``: kill a disk of cells;
+- ``{"step": 60, "type": "stroke", "points": [[y0, x0], [y1, x1], ...], "width": 2}``:
+  draw a white stroke (new cells start with zero hidden state);
+- ``{"step": 100, "type": "replace", "tile": [row, col]}``: replace one digit by another
+  test digit (a mutation restricted to that tile);
+- ``{"step": 100, "type": "replace_all"}``: mutate every digit (the article's experiment).
+
+``center``, ``points`` and ``tile`` may be left out: they are then drawn at random
+from the run's seed (``"count": n`` repeats the event at n random places), so a run
+is reproducible from its seed and event list.
+"""
+
+import dataclasses
+import json
+import os
+
+import numba
+import numpy as np
+
+from . import data, metrics, spec
+from .simulate import _checks, initial_state, mutate, simulate
+
+EVENT_TYPES = ("erase", "stroke", "replace", "replace_all")
+
+
+@dataclasses.dataclass
+class World:
+    """A canvas of tiled digits. gray: (H, W) uint8; targets: (H, W) int16 digit of each cell;
+    index: (rows, cols) image index per 28x28 tile; images/labels: the digit pool used."""
+
+    gray: np.ndarray
+    targets: np.ndarray
+    index: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def from_digits(cls, images, labels, height, width, seed=None):
+        """Tile ``images`` into a height x width world (random order when ``seed`` is given)."""
+        gray, targets, index = data.mnist_world(images, labels, height, width, seed=seed)
+        return cls(gray, targets, index, np.asarray(images), np.asarray(labels))
+
+
+@dataclasses.dataclass
+class WorldRun:
+    """Result of :func:`run_world`.
+
+    state: (H, W, 20) float32 final state. frames: list of (H, W, 3) uint8 pictures.
+    accuracy: (steps,) per-cell accuracy %; digit_agreement: (steps,) % of digits whose
+    cells all agree; digits: one dict per digit of the final world (component id,
+    digit, cells, accuracy, agreement, steps_to_consensus); events: the applied events
+    with their random choices filled in.
+    """
+
+    state: np.ndarray
+    frames: list
+    frame_steps: list
+    accuracy: np.ndarray
+    digit_agreement: np.ndarray
+    digits: list
+    events: list
+
+
+@numba.njit(cache=True)
+def _components(alive, out):
+    """8-connected components of ``alive`` (H, W) bool into ``out`` (H, W) int32 (0 = none)."""
+    h, w = alive.shape
+    stack = np.empty((h * w, 2), np.int64)
+    n = 0
+    for y0 in range(h):
+        for x0 in range(w):
+            if alive[y0, x0] and out[y0, x0] == 0:
+                n += 1
+                out[y0, x0] = n
+                top = 0
+                stack[0, 0], stack[0, 1] = y0, x0
+                top = 1
+                while top > 0:
+                    top -= 1
+                    y, x = stack[top, 0], stack[top, 1]
+                    for dy in range(-1, 2):
+                        for dx in range(-1, 2):
+                            yy, xx = y + dy, x + dx
+                            if 0 <= yy < h and 0 <= xx < w and alive[yy, xx] and out[yy, xx] == 0:
+                                out[yy, xx] = n
+                                stack[top, 0], stack[top, 1] = yy, xx
+                                top += 1
+    return n
+
+
+def components(alive):
+    """Label the 8-connected components of an (H, W) bool map: (labels int32 (H, W), count)."""
+    out = np.zeros(alive.shape, np.int32)
+    n = _components(np.ascontiguousarray(alive, dtype=np.bool_), out)
+    return out, n
+
+
+def digit_metrics(state, comp, n_comp, targets, alive_threshold=spec.ALIVE_THRESHOLD):
+    """Per component: (digit (n,), cells (n,), correct (n,), agree (n,) bool).
+
+    A component's digit is the most common target among its cells.
+    """
+    labels = metrics.label_map(state[None], alive_threshold)[0]
+    ids = comp.ravel()
+    keep = ids > 0
+    ids, lab, tgt = ids[keep] - 1, labels.ravel()[keep].astype(np.int64), targets.ravel()[keep].astype(np.int64)
+    votes = np.zeros((n_comp, spec.N_CLASSES), np.int64)
+    np.add.at(votes, (ids, np.clip(tgt, 0, 9)), 1)
+    digit = votes.argmax(1)
+    cells = votes.sum(1)
+    correct = np.bincount(ids, weights=(lab == digit[ids]), minlength=n_comp).astype(np.int64)
+    per_label = np.zeros((n_comp, spec.N_CLASSES), np.int64)
+    np.add.at(per_label, (ids, lab), 1)
+    agree = per_label.max(1) == cells
+    return digit, cells, correct, agree
+
+
+def load_events(source):
+    """Events from a list of dicts, a JSON string, or a path to a JSON file; validated."""
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        if os.path.exists(text):
+            with open(text, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            source = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"events: not valid JSON ({exc})") from exc
+    if not isinstance(source, list):
+        raise ValueError("events must be a list of objects")
+    events = []
+    for i, ev in enumerate(source):
+        if not isinstance(ev, dict) or ev.get("type") not in EVENT_TYPES:
+            raise ValueError(f"event {i}: needs a 'type' among {', '.join(EVENT_TYPES)}, got {ev!r}")
+        step = ev.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"event {i}: 'step' must be an int >= 0, got {step!r}")
+        events.append(dict(ev))
+    return sorted(events, key=lambda e: e["step"])
+
+
+def apply_event(state, world, event, rng):
+    """Apply one event to an (H, W, 20) state in place-free fashion; returns (new state, resolved events)."""
+    h, w = state.shape[:2]
+    kind = event["type"]
+    resolved = []
+    count = int(event.get("count", 1))
+    for _ in range(count):
+        ev = dict(event, count=1)
+        if kind == "replace_all":
+            pick = rng.integers(0, len(world.images), world.index.shape)
+            gray, targets, _ = data.mnist_world(world.images[pick.ravel()], world.labels[pick.ravel()], h, w)
+            state = mutate(state, gray)
+            world.gray, world.targets, world.index = gray, targets, pick
+        elif kind == "replace":
+            row, col = ev.get("tile") or (int(rng.integers(world.index.shape[0])), int(rng.integers(world.index.shape[1])))
+            if not (0 <= row < world.index.shape[0] and 0 <= col < world.index.shape[1]):
+                raise ValueError(f"replace: tile {[row, col]} outside the {world.index.shape} tile grid")
+            new = int(rng.integers(len(world.images)))
+            ev["tile"], ev["image"] = [int(row), int(col)], new
+            ys, xs = slice(row * data.DIGIT, (row + 1) * data.DIGIT), slice(col * data.DIGIT, (col + 1) * data.DIGIT)
+            gray = world.gray.copy()
+            patch = world.images[new][: gray[ys, xs].shape[0], : gray[ys, xs].shape[1]]
+            gray[ys, xs] = patch
+            state = mutate(state, gray)
+            world.gray = gray
+            world.targets[ys, xs] = world.labels[new]
+            world.index[row, col] = new
+        else:
+            gray = world.gray.copy()
+            if kind == "erase":
+                cy, cx = ev.get("center") or (int(rng.integers(h)), int(rng.integers(w)))
+                radius = float(ev.get("radius", 6))
+                ev["center"], ev["radius"] = [int(cy), int(cx)], radius
+                yy, xx = np.ogrid[:h, :w]
+                gray[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0
+            else:  # stroke
+                pts = ev.get("points") or rng.integers(0, [h, w], (2, 2)).tolist()
+                width = float(ev.get("width", 2))
+                ev["points"], ev["width"] = [[int(p[0]), int(p[1])] for p in pts], width
+                gray = np.maximum(gray, _stroke(h, w, ev["points"], width))
+            state = mutate(state, gray)
+            world.gray = gray
+        resolved.append(ev)
+    return state, resolved
+
+
+def _stroke(h, w, points, width):
+    """uint8 (H, W) picture of a polyline of the given width (255 on the stroke)."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    canvas = np.zeros((h, w), bool)
+    pts = np.asarray(points, np.float32).reshape(-1, 2)
+    if len(pts) == 1:
+        pts = np.vstack([pts, pts])
+    for (y0, x0), (y1, x1) in zip(pts[:-1], pts[1:]):
+        dy, dx = y1 - y0, x1 - x0
+        t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-9), 0, 1)
+        canvas |= (yy - (y0 + t * dy)) ** 2 + (xx - (x0 + t * dx)) ** 2 <= (width / 2) ** 2
+    return np.where(canvas, 255, 0).astype(np.uint8)
+
+
+def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_every=5, progress=None,
+              frame_fn=None, threads=None):
+    """Run a world for ``steps`` steps, applying ``events`` between steps and collecting frames.
+
+    frame_fn(state (H, W, 20)) -> picture, default :func:`fastca.viz.colorize`; a frame is
+    taken at step 0, every ``frame_every`` steps, and at the end (while simulating, not
+    by re-running). Events at step s are applied after step s (before step s+1).
+    Returns a :class:`WorldRun`.
+    """
+    from .viz import colorize
+
+    steps = _checks.check_steps(steps)
+    if not isinstance(frame_every, int) or frame_every < 1:
+        raise ValueError(f"frame_every must be an int >= 1, got {frame_every!r}")
+    frame_fn = frame_fn or colorize
+    events = load_events(list(events)) if not isinstance(events, (str, os.PathLike)) else load_events(events)
+    rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
+    world = dataclasses.replace(world, targets=world.targets.copy(), index=world.index.copy())
+    state = initial_state(world.gray)
+    frames, frame_steps = [frame_fn(state)], [0]
+    acc = np.full(steps, np.nan)
+    agr = np.full(steps, np.nan)
+    history = []  # per step: agree-on-own-digit flags of the components
+    applied = []
+    bounds = sorted({e["step"] for e in events if e["step"] < steps} | {0, steps})
+    comp, n_comp = components(world.gray > np.uint8(25))
+
+    def record(t, current):
+        s = current[0]
+        i = t - 1
+        digit, cells, correct, agree = digit_metrics(s, comp, n_comp, world.targets, model.alive_threshold)
+        acc[i] = 100.0 * correct.sum() / max(cells.sum(), 1)
+        agr[i] = 100.0 * agree.mean() if n_comp else float("nan")
+        history.append(agree & (correct == cells))
+        if t % frame_every == 0 or t == steps:
+            frames.append(frame_fn(s))
+            frame_steps.append(t)
+
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        for ev in [e for e in events if e["step"] == a and a > 0]:
+            state, done = apply_event(state, world, ev, rng)
+            applied += done
+            comp, n_comp = components(world.gray > np.uint8(25))
+            history = [np.zeros(n_comp, bool) for _ in history]  # components changed: restart the clock
+        res = simulate(model, state, b - a, seed=seed, start_step=a, backend=backend, input="state",
+                       progress=progress, callback=record, threads=threads)
+        state = res.state
+    digit, cells, correct, agree = digit_metrics(state, comp, n_comp, world.targets, model.alive_threshold)
+    hist = np.array(history) if history else np.zeros((0, n_comp), bool)
+    digits = []
+    for k in range(n_comp):
+        settled = None
+        if len(hist) and hist[-1, k]:
+            not_ok = np.nonzero(~hist[:, k])[0]
+            settled = int(not_ok[-1] + 2) if len(not_ok) else 1
+        digits.append(dict(component=k + 1, digit=int(digit[k]), cells=int(cells[k]),
+                           accuracy=100.0 * correct[k] / max(cells[k], 1), agreement=bool(agree[k]),
+                           steps_to_consensus=settled))
+    return WorldRun(state, frames, frame_steps, acc, agr, digits, applied)
