@@ -51,23 +51,37 @@ class NumbaCPU(HostRunner):
         self.state = state
         n_b, n_h, n_w, _ = state.shape
         threads_max = numba.config.NUMBA_NUM_THREADS
-        self._bands = cpu.make_bands(n_b, n_h, numba.get_num_threads())
+        self._bands = cpu.make_bands(n_b, n_h)
         self._scratch = cpu.scratch_buffers(len(self._bands), n_w, threads_max)
         w = weights
-        self._weights = (w.w1.reshape(spec.PERCEPTION_IN, spec.HIDDEN), w.b1, w.w2, w.b2,
-                         *cpu.pad_output_layer(w.w3, w.b3))
+        self._weights = (w.w1.reshape(spec.PERCEPTION_IN, spec.HIDDEN), w.b1, w.w2, w.b2, w.w3, w.b3)
         self._args = (np.uint64(seed), np.float32(fire_rate), np.float32(noise_std), np.float32(alive_threshold))
         self._alive_threshold = alive_threshold
 
     def step(self, t):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         seed, fire_rate, noise_std, alive = self._args
-        self._kernel(self.state, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
-                     self._bands, *self._scratch)
+        with _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
+            self._kernel(self.state, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
+                         self._bands, *self._scratch)
 
     def numpy(self):
         """The current state as a numpy array (a view, no copy)."""
         return self.state
+
+
+_BLAS_LIMITER = None
+
+
+def _single_threaded_blas():
+    """Context manager limiting BLAS to one thread (threadpoolctl; built once, cheap to enter)."""
+    global _BLAS_LIMITER
+    if _BLAS_LIMITER is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba's np.dot calls, so it is controlled)
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIMITER = ThreadpoolController()
+    return _BLAS_LIMITER.limit(limits=1, user_api="blas")
 
 
 class Torch(HostRunner):

@@ -1,7 +1,7 @@
 """Per-cell maths of one automaton step, written once as ``numba.njit`` helpers.
 
-Updated cells are processed in small blocks so that every weight loaded from
-cache serves several cells (a straightforward loop over cells reloads the
+Updated cells are processed in blocks of up to BLOCK cells so that the MLP is three
+small matrix products per block (a straightforward loop over cells reloads the
 weights for each cell and reaches only a small fraction of peak FLOP/s).
 Layouts:
 
@@ -9,8 +9,7 @@ Layouts:
 - a perception vector is (180,) float32, index ``(i*3 + j)*20 + c`` for kernel row
   ``i``, kernel column ``j``, channel ``c``; ``w1r`` is the HWIO kernel reshaped to
   (180, 80) in the same order;
-- dense weights are (in, out); the output layer is zero-padded to ``OUT_PAD``
-  columns so its inner loop is a whole number of SIMD vectors.
+- dense weights are (in, out), C-contiguous.
 """
 
 import numba
@@ -20,10 +19,7 @@ from fastca import rng, spec
 
 C = spec.CHANNELS
 OUT = spec.MUTABLE
-OUT_PAD = 32  #: padded width of the output layer (19 real columns)
-BLOCK = 16  #: cells per block; a multiple of CELLS
-CELLS = 4  #: cells that share each weight load in dense_block
-TAPS = 4  #: inputs folded into each accumulator update in dense_block
+BLOCK = 128  #: cells per block: large enough for BLAS to run near peak, small enough for L2
 
 # fastmath "contract" only lets LLVM fuse a*b+c into one FMA instruction (one rounding
 # instead of two); it allows no reassociation and keeps NaN/inf semantics.
@@ -53,57 +49,33 @@ def gather(up, cur, down, has_up, has_down, x, p):
 
 
 @jit
-def dense_block(X, W, b, Y, n, relu):
-    """Y[:n] = X[:n] @ W + b (then ReLU if ``relu``) for a block of cells.
-
-    X: (>= n, K) float32 with K a multiple of TAPS; W: (K, O); b: (O,); Y: (>= n, O);
-    n a multiple of CELLS. Four cells and four inputs are handled per pass over the
-    outputs, so each loaded weight feeds four cells and each accumulator load/store
-    carries four products; the loop over outputs vectorises.
-    """
-    K = X.shape[1]
-    O = W.shape[1]
-    for c in range(0, n, CELLS):
-        for o in range(O):
-            Y[c, o] = b[o]
-            Y[c + 1, o] = b[o]
-            Y[c + 2, o] = b[o]
-            Y[c + 3, o] = b[o]
-        for k in range(0, K, TAPS):
-            x00, x01, x02, x03 = X[c, k], X[c, k + 1], X[c, k + 2], X[c, k + 3]
-            x10, x11, x12, x13 = X[c + 1, k], X[c + 1, k + 1], X[c + 1, k + 2], X[c + 1, k + 3]
-            x20, x21, x22, x23 = X[c + 2, k], X[c + 2, k + 1], X[c + 2, k + 2], X[c + 2, k + 3]
-            x30, x31, x32, x33 = X[c + 3, k], X[c + 3, k + 1], X[c + 3, k + 2], X[c + 3, k + 3]
-            for o in range(O):
-                w0, w1, w2, w3 = W[k, o], W[k + 1, o], W[k + 2, o], W[k + 3, o]
-                Y[c, o] += x00 * w0 + x01 * w1 + x02 * w2 + x03 * w3
-                Y[c + 1, o] += x10 * w0 + x11 * w1 + x12 * w2 + x13 * w3
-                Y[c + 2, o] += x20 * w0 + x21 * w1 + x22 * w2 + x23 * w3
-                Y[c + 3, o] += x30 * w0 + x31 * w1 + x32 * w2 + x33 * w3
-        if relu:
-            for o in range(O):
-                Y[c, o] = max(Y[c, o], np.float32(0.0))
-                Y[c + 1, o] = max(Y[c + 1, o], np.float32(0.0))
-                Y[c + 2, o] = max(Y[c + 2, o], np.float32(0.0))
-                Y[c + 3, o] = max(Y[c + 3, o], np.float32(0.0))
+def bias_relu(Y, b, n):
+    """Y[:n] = relu(Y[:n] + b) in place; Y: (>= n, O), b: (O,)."""
+    for i in range(n):
+        for o in range(Y.shape[1]):
+            Y[i, o] = max(Y[i, o] + b[o], np.float32(0.0))
 
 
 @jit
-def mlp_block(P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, n):
-    """D[:n, :19] = relu(relu(P @ w1r + b1) @ w2 + b2) @ w3 + b3 for n cells (n <= BLOCK).
+def mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n):
+    """D[:n] = relu(relu(P @ w1r + b1) @ w2 + b2) @ w3 (b3 is added with the noise) for n cells.
 
-    P: (BLOCK, 180); H1, H2: (BLOCK, 80); D: (BLOCK, OUT_PAD) scratch, float32.
-    Rows n..round_up(n, CELLS) are computed on stale data and ignored.
+    P: (BLOCK, 180); H1, H2: (BLOCK, 80); D: (BLOCK, 19), float32, C-contiguous. The three
+    products are single-precision BLAS calls (sgemm through SciPy's BLAS, which Numba
+    calls in place with ``out``): blocking many cells per call keeps every weight in
+    cache for all of them and runs at a large fraction of the FMA peak, which a loop
+    over cells does not. The caller limits BLAS to one thread per kernel thread.
     """
-    m = (n + CELLS - 1) // CELLS * CELLS
-    dense_block(P, w1r, b1, H1, m, True)
-    dense_block(H1, w2, b2, H2, m, True)
-    dense_block(H2, w3p, b3p, D, m, False)
+    np.dot(P[:n], w1r, H1[:n])
+    bias_relu(H1, b1, n)
+    np.dot(H1[:n], w2, H2[:n])
+    bias_relu(H2, b2, n)
+    np.dot(H2[:n], w3, D[:n])
 
 
 @jit
-def add_update(cell, d, key, noise_std):
-    """The residual add of one updated cell: cell[1:] += d[:19] + noise_std * N(0, 1).
+def add_update(cell, d, b3, key, noise_std):
+    """The residual add of one updated cell: cell[1:] += (d + b3) + noise_std * N(0, 1).
 
     cell: (20,) float32 state; d: the cell's row of mlp_block's output; the noise
     comes from the shared generator with the cell's ``key``.
@@ -112,9 +84,9 @@ def add_update(cell, d, key, noise_std):
         for pair in range((OUT + 1) // 2):
             z0, z1 = rng.normal_pair(key, pair)
             o = 2 * pair
-            cell[1 + o] += d[o] + z0 * noise_std
+            cell[1 + o] += (d[o] + b3[o]) + z0 * noise_std
             if o + 1 < OUT:
-                cell[2 + o] += d[o + 1] + z1 * noise_std
+                cell[2 + o] += (d[o + 1] + b3[o + 1]) + z1 * noise_std
     else:
         for o in range(OUT):
-            cell[1 + o] += d[o]
+            cell[1 + o] += d[o] + b3[o]

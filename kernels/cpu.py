@@ -20,27 +20,27 @@ import numpy as np
 
 from fastca import rng, spec
 
-from .cell import BLOCK, OUT_PAD, add_update, gather, mlp_block
+from .cell import BLOCK, add_update, gather, mlp_block
 
 @numba.njit(cache=True, inline="always", fastmath={"contract"})
-def _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std):
-    mlp_block(P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, n)
+def _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std):
+    mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n)
     for i in range(n):
-        add_update(state[b, ys[i], xs[i]], D[i], keys[i], noise_std)
+        add_update(state[b, ys[i], xs[i]], D[i], b3, keys[i], noise_std)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def step_inplace(state, w1r, b1, w2, b2, w3p, b3p, seed, step, fire_rate, noise_std, alive_thr,
+def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr,
                  bands, halo, ring, P_all, H1_all, H2_all, D_all, where):
     """Advance ``state`` by one step in place.
 
     state: (B, H, W, 20) float32. w1r: (180, 80); b1: (80,); w2: (80, 80); b2: (80,);
-    w3p: (80, OUT_PAD) and b3p: (OUT_PAD,) zero-padded output layer, all float32.
+    w3: (80, 19); b3: (19,), all float32 C-contiguous.
     seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
     noise_std, alive_thr: float32.
     bands: (K, 3) int64 rows (sample, y0, y1). Scratch, T >= the number of Numba
     threads: halo (K, 2, W, 20) and ring (T, 2, W, 20) float32; block buffers
-    P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, OUT_PAD)
+    P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, 19)
     float32 (separate C-contiguous arrays, so the block loops vectorise); where
     (T, 3, BLOCK) uint64 (row, column and random key of each block cell).
     """
@@ -74,21 +74,19 @@ def step_inplace(state, w1r, b1, w2, b2, w3p, b3p, seed, step, fire_rate, noise_
                         ys[n], xs[n], keys[n] = y, x, key
                         n += 1
                         if n == BLOCK:
-                            _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std)
+                            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
                             n = 0
         if n > 0:
-            _flush(state, b, n, P, w1r, b1, w2, b2, w3p, b3p, H1, H2, D, ys, xs, keys, noise_std)
+            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
 
 
-def make_bands(batch, height, threads, max_rows=64):
-    """Split every sample's rows into bands: (K, 3) int64 of (sample, y0, y1).
+def make_bands(batch, height, rows=64):
+    """Split every sample's rows into bands of ``rows`` rows: (K, 3) int64 of (sample, y0, y1).
 
-    Aims for about 8 bands per thread (load balance) and at most ``max_rows`` rows
-    per band, so that the saved halo rows stay a small fraction of the state.
+    The bands, and so the blocks of cells given to BLAS, do not depend on the thread
+    count, so results are bit-identical for any number of threads. 64 rows keep the
+    saved halo rows (2 per band) at about 3% of the state on large grids.
     """
-    target = max(1, 8 * threads)
-    per_sample = max(1, -(-target // batch))
-    rows = max(1, min(max_rows, -(-height // per_sample)))
     bands = [(b, y0, min(y0 + rows, height)) for b in range(batch) for y0 in range(0, height, rows)]
     return np.array(bands, dtype=np.int64).reshape(-1, 3)
 
@@ -101,15 +99,6 @@ def scratch_buffers(n_bands, width, threads_max):
         np.zeros((threads_max, BLOCK, spec.PERCEPTION_IN), np.float32),
         np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
         np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
-        np.zeros((threads_max, BLOCK, OUT_PAD), np.float32),
+        np.zeros((threads_max, BLOCK, spec.MUTABLE), np.float32),
         np.zeros((threads_max, 3, BLOCK), np.uint64),
     )
-
-
-def pad_output_layer(w3, b3):
-    """Zero-pad the (80, 19) output layer to (80, OUT_PAD) and (OUT_PAD,)."""
-    w3p = np.zeros((w3.shape[0], OUT_PAD), np.float32)
-    w3p[:, : w3.shape[1]] = w3
-    b3p = np.zeros(OUT_PAD, np.float32)
-    b3p[: b3.shape[0]] = b3
-    return w3p, b3p
