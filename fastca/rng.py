@@ -13,7 +13,7 @@ avalanche) applied after folding in each key component. The scalar functions
 are plain ``numba.njit`` functions so that the CPU kernel and the CUDA kernel
 call the very same code; the array helpers below serve the torch backend and
 users. Integer arithmetic makes the fire draws exact everywhere; the noise goes
-through float32 ``log``/``cos``/``sin``, whose last bit may differ between math
+through float32 ``log`` and ``sqrt``, whose last bit may differ between math
 libraries (glibc vs CUDA), so noise agrees to float32 rounding across devices
 and bit for bit between torch and numba-cpu, which share the CPU code.
 """
@@ -31,12 +31,14 @@ _S30 = np.uint64(30)
 _S31 = np.uint64(31)
 _S32 = np.uint64(32)
 _S40 = np.uint64(40)
-_S8 = np.uint64(8)
-_LOW24 = np.uint64(0xFFFFFF)
+_S16 = np.uint64(16)
+_S38 = np.uint64(38)
+_LOW2 = np.uint64(3)
+_LOW22 = np.uint64(0x3FFFFF)
 _FIRE_STREAM = np.uint64(0x46495245)  # "FIRE"
 _NOISE_STREAM = np.uint64(0x4E4F4953) << _S32  # "NOIS" in the high word
 _INV_2_24 = np.float32(1.0 / (1 << 24))
-_TWO_PI = np.float32(2.0 * math.pi)
+_HALF_PI_2_22 = np.float32(math.pi / 2 / (1 << 22))  # angle step inside a quadrant
 
 jit = numba.njit(cache=True, inline="always")
 
@@ -66,18 +68,37 @@ def fire_uniform(key):
 
 
 @jit
+def _sincos_quarter(t):
+    """(sin t, cos t) for t in [0, pi/2], float32 Taylor polynomials (error < 1e-7)."""
+    t2 = t * t
+    s = t * (np.float32(1.0) + t2 * (np.float32(-1 / 6) + t2 * (np.float32(1 / 120) + t2 * (
+        np.float32(-1 / 5040) + t2 * (np.float32(1 / 362880) + t2 * np.float32(-1 / 39916800))))))
+    c = np.float32(1.0) + t2 * (np.float32(-0.5) + t2 * (np.float32(1 / 24) + t2 * (np.float32(-1 / 720) + t2 * (
+        np.float32(1 / 40320) + t2 * (np.float32(-1 / 3628800) + t2 * np.float32(1 / 479001600))))))
+    return s, c
+
+
+@jit
 def normal_pair(key, pair):
     """Two independent standard normal draws (float32) for mutable channels 2*pair and 2*pair+1.
 
-    Box-Muller in float32 on two 24-bit uniforms from one 64-bit hash; the radius
-    uses u1 in (0, 1], so draws are finite and bounded by sqrt(2 ln 2**24) = 5.8.
+    Box-Muller in float32 from one 64-bit hash: bits 40..63 give the radius's uniform
+    u1 in (0, 1] (so draws are finite, bounded by sqrt(2 ln 2**24) = 5.8), bits 38..39
+    the quadrant and bits 16..37 the angle inside it. The sine and cosine are
+    polynomials (plain arithmetic, the same on every backend, and cheaper than libm).
     """
     h = mix64(np.uint64(key) ^ (_NOISE_STREAM + np.uint64(pair)))  # casts: exact when called from Python
     u1 = (np.float32(h >> _S40) + np.float32(1.0)) * _INV_2_24
-    u2 = np.float32((h >> _S8) & _LOW24) * _INV_2_24
     r = math.sqrt(np.float32(-2.0) * math.log(u1))
-    angle = _TWO_PI * u2
-    return r * math.cos(angle), r * math.sin(angle)
+    quadrant = (h >> _S38) & _LOW2
+    s, c = _sincos_quarter(np.float32((h >> _S16) & _LOW22) * _HALF_PI_2_22)
+    if quadrant == 0:
+        return r * c, r * s
+    if quadrant == 1:
+        return -r * s, r * c
+    if quadrant == 2:
+        return -r * c, -r * s
+    return r * s, -r * c
 
 
 @numba.njit(cache=True, parallel=True)
