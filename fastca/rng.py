@@ -52,13 +52,24 @@ def mix64(z):
 
 
 @jit
-def cell_key(seed, step, sample, y, x):
-    """uint64 key of one cell at one step; all arguments are non-negative integers."""
+def row_key(seed, step, sample, y):
+    """uint64 key of one grid row at one step (the first four levels of :func:`cell_key`)."""
     h = mix64(np.uint64(seed) + _GOLDEN)
     h = mix64(h ^ np.uint64(step))
     h = mix64(h ^ np.uint64(sample))
-    h = mix64(h ^ np.uint64(y))
-    return mix64(h ^ np.uint64(x))
+    return mix64(h ^ np.uint64(y))
+
+
+@jit
+def key_in_row(row, x):
+    """uint64 key of the cell at column x of a row keyed ``row``: cell_key = key_in_row(row_key, x)."""
+    return mix64(np.uint64(row) ^ np.uint64(x))
+
+
+@jit
+def cell_key(seed, step, sample, y, x):
+    """uint64 key of one cell at one step; all arguments are non-negative integers."""
+    return key_in_row(row_key(seed, step, sample, y), x)
 
 
 @jit

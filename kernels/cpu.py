@@ -66,9 +66,10 @@ def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_st
             old[:, :] = state[b, y]
             up = halo[k, 0] if y == y0 else ring[tid, 1 - slot]
             down = state[b, y + 1] if y + 1 < y1 else halo[k, 1]
+            rkey = rng.row_key(seed, step, b, y)
             for x in range(width):
                 if old[x, 0] > alive_thr:
-                    key = rng.cell_key(seed, step, b, y, x)
+                    key = rng.key_in_row(rkey, x)
                     if rng.fire_uniform(key) <= fire_rate:
                         gather(up, old, down, y > 0, y + 1 < height, x, P[n])
                         ys[n], xs[n], keys[n] = y, x, key
