@@ -22,6 +22,20 @@ def mnist_world(size, seed=0):
     return gray, targets
 
 
+def world_of_kind(kind, size, seed=0):
+    """A size x size uint8 world: "dense" (a digit in every 28x28 tile), "sparse" (a digit in one
+    tile of four, the others blank) or "blank" (no alive cell)."""
+    gray, _ = mnist_world(size, seed)
+    if kind == "dense":
+        return gray
+    if kind == "blank":
+        return np.zeros_like(gray)
+    if kind == "sparse":
+        tiles = (np.arange(size)[:, None] // 28 % 2 == 0) & (np.arange(size)[None, :] // 28 % 2 == 0)
+        return np.where(tiles, gray, 0).astype(np.uint8)
+    raise ValueError(f"world kind must be dense, sparse or blank, got {kind!r}")
+
+
 def setup_simulate(backend, size, steps=STEPS, seed=0, threads=None):
     """Zero-argument callable running ``steps`` steps of the pretrained model on a size^2 world."""
     model = fastca.pretrained()

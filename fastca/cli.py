@@ -180,6 +180,42 @@ def cmd_simulate(args):
     return 0
 
 
+def cmd_train(args):
+    import fastca
+    from fastca.train import TrainConfig, train
+
+    images, labels = fastca.data.load_mnist("train", args.data)
+    if args.limit:
+        images, labels = images[: args.limit], labels[: args.limit]
+    config = TrainConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, device=args.device,
+                         checkpoint_every=args.checkpoint_every, lr=args.lr,
+                         decay_at=tuple(int(x) for x in args.decay_at.split(",") if x))
+    print(f"fastca train: {len(images)} training digits, {config.iterations} iterations, batch {config.batch}, "
+          f"device {config.device}, seed {config.seed}; checkpoints in {args.out}")
+    t0 = time.perf_counter()
+    weights, trainer = train(images, labels, config, out_dir=args.out, resume=args.resume)
+    print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; "
+          f"last loss {trainer.losses[-1] if trainer.losses else float('nan'):.4f}; wrote {args.out}/model.npz")
+    return 0
+
+
+def cmd_eval(args):
+    import fastca
+    from fastca.evaluate import evaluate
+
+    model = _model(args.model)
+    images, labels = fastca.data.load_mnist("test", args.data)
+    if args.digits:
+        images, labels = images[: args.digits], labels[: args.digits]
+    print(f"fastca eval: model {model.name!r}, {len(images)} test digits, {args.half} + {args.half} steps, "
+          f"backend {args.backend}, seed {args.seed}")
+    ev = evaluate(model, images, labels, half=args.half, backend=args.backend, seed=args.seed, progress=True)
+    written = ev.save(args.out)
+    print(ev.table_line())
+    print("wrote: " + ", ".join(written))
+    return 0
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="fastca", description="Fast neural cellular automata (self-classifying MNIST).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +241,26 @@ def _parser():
     sim.add_argument("--mnist-index", type=int, help="index of an MNIST test digit")
     sim.add_argument("--world", type=int, nargs=2, metavar=("H", "W"), help="a canvas of test digits")
     sim.add_argument("--events", help="JSON event list or file (see fastca.world)")
+    tr = sub.add_parser("train", help="train a model with the article's recipe (torch reference)")
+    tr.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
+    tr.add_argument("--iterations", type=int, default=100_000)
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--decay-at", default="30000,70000", help="iterations where the learning rate drops x0.1")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="cpu", help="cpu or cuda")
+    tr.add_argument("--out", default="fastca-train", help="folder for checkpoint.pt and model.npz")
+    tr.add_argument("--checkpoint-every", type=int, default=1000)
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--limit", type=int, default=None, help="use only the first N training digits")
+    ev = sub.add_parser("eval", help="the article's evaluation protocol on the MNIST test set")
+    ev.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
+    ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
+    ev.add_argument("--digits", type=int, default=None, help="only the first N test digits (default all)")
+    ev.add_argument("--half", type=int, default=200, help="steps before and after the mutation (default 200)")
+    ev.add_argument("--backend", default="numba-cpu")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default="fastca-eval")
     return parser
 
 
@@ -213,9 +269,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         for name in ("frame_every", "scale", "fps"):
-            if getattr(args, name) < 1:
+            if getattr(args, name, 1) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        return {"demo": cmd_demo, "simulate": cmd_simulate}[args.command](args)
+        return {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval}[args.command](args)
     except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
         print(f"fastca: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,83 @@
+"""Training (tiny runs): the loss goes down, resume is exact, bad checkpoints are refused; evaluation."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import MNIST_DIR, needs_mnist
+
+import fastca
+from fastca.evaluate import evaluate
+from fastca.train import TrainConfig, Trainer, lr_at, train
+
+TINY = dict(batch=4, pool=8, steps=6, checkpoint_every=5)
+
+
+@pytest.fixture(scope="module")
+def train_digits(digits):
+    return digits[0][:200], digits[1][:200]
+
+
+def test_short_training_lowers_the_loss(digits):
+    images, labels = digits
+    trainer = Trainer(images[:200], labels[:200], TrainConfig(iterations=60, seed=1, batch=8, pool=32, steps=10))
+    held_out = images[200:256], labels[200:256]
+    before = trainer.eval_loss(*held_out)
+    trainer.run(progress=False)
+    after = trainer.eval_loss(*held_out)
+    assert after < 0.97 * before, (before, after)  # about 6% lower after 60 iterations
+    assert np.any(trainer.weights().w3 != 0)
+
+
+def test_resume_gives_the_same_weights(tmp_path, train_digits):
+    config = TrainConfig(iterations=10, seed=3, **TINY)
+    whole, _ = train(*train_digits, config, progress=False)
+    part = Trainer(*train_digits, config)
+    part.run(tmp_path, progress=False, stop_at=5)  # "interrupted" after the checkpoint at 5
+    resumed, trainer = train(*train_digits, config, out_dir=tmp_path, resume=True, progress=False)
+    assert trainer.iteration == 10
+    for k, v in whole.arrays().items():
+        np.testing.assert_array_equal(getattr(resumed, k), v, err_msg=k)
+    assert fastca.NCAWeights.load(tmp_path / "model.npz").w1.tobytes() == resumed.w1.tobytes()
+
+
+def test_bad_checkpoints_are_refused(tmp_path, train_digits):
+    config = TrainConfig(iterations=2, seed=0, **TINY)
+    trainer = Trainer(*train_digits, config)
+    trainer.run(tmp_path, progress=False)
+    raw = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        Trainer.resume(tmp_path / "cut.pt", *train_digits)
+    torch.save({"format": "something-else"}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a fastca training checkpoint"):
+        Trainer.resume(tmp_path / "foreign.pt", *train_digits)
+
+
+def test_config_checks_and_schedule():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        TrainConfig(batch=6)
+    c = TrainConfig()
+    assert lr_at(c, 0) == 1e-3 and lr_at(c, 30_000) == pytest.approx(1e-4) and lr_at(c, 70_000) == pytest.approx(1e-5)
+
+
+def test_evaluate_protocol_backends_agree(model, digits, tmp_path):
+    images, labels = digits[0][:40], digits[1][:40]
+    a = evaluate(model, images, labels, half=30, backend="numba-cpu", seed=2, batch=16)
+    b = evaluate(model, images, labels, half=30, backend="torch", seed=2, batch=16)  # same keys per sample
+    assert a.accuracy.shape == (60,) and np.nanmax(np.abs(a.accuracy - b.accuracy)) < 0.5
+    assert a.accuracy[29] > 80 and a.accuracy[30] < a.accuracy[29]  # mutation at step 30
+    row = a.row()
+    assert 1 <= row["top_accuracy_step"] <= 30 and row["accuracy_at_half"] == a.accuracy[29]
+    paths = a.save(tmp_path)
+    assert all(p.endswith((".csv", ".json", ".png")) for p in paths)
+
+
+@needs_mnist
+def test_eval_cli(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "fastca", "eval", "--data", str(MNIST_DIR), "--digits", "20",
+                        "--half", "10", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "accuracy@10" in p.stdout and (tmp_path / "curves.png").exists()
