@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import sys
 import time
 
 import numpy as np
@@ -71,8 +72,8 @@ def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
 
 
 @contextlib.contextmanager
-def _threads(n):
-    """Temporarily set the Numba and torch thread counts (None: leave as is)."""
+def _threads(n, with_torch):
+    """Temporarily set the Numba (and, if ``with_torch``, torch) thread counts (None: leave as is)."""
     if n is None:
         yield
         return
@@ -82,13 +83,12 @@ def _threads(n):
         raise ValueError(f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS}, got {n!r}")
     old = numba.get_num_threads()
     numba.set_num_threads(n)
-    try:
+    torch = None
+    if with_torch or "torch" in sys.modules:  # never import torch just to set its threads
         import torch
 
         old_torch = torch.get_num_threads()
         torch.set_num_threads(n)
-    except ImportError:
-        torch = None
     try:
         yield
     finally:
@@ -181,7 +181,7 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         progress = n_b * n_h * n_w * steps > 2e8
     acc = np.full(steps, np.nan) if targets is not None else None
     agr = np.full(steps, np.nan) if targets is not None else None
-    with _threads(threads):
+    with _threads(threads, runner_cls.name == "torch"):
         runner = runner_cls(model, state, seed, fire_rate, noise_std, model.alive_threshold)
         if targets is not None:
             runner.set_targets(targets)
