@@ -164,6 +164,12 @@ def _update_cell(tile, ty, tx, w1r, b1, w2s, b2s, w3s, b3s, h1, h2, key, noise_s
             state[b, y, x, 1 + o] += ds
 
 
+@cuda.jit(device=True, inline=True)
+def _cell_of(i, height, width):
+    """(sample, row, column) of flat cell index i in a (B, H, W) grid."""
+    return i // (width * height), (i // width) % height, i % width
+
+
 @cuda.jit
 def count_kernel(state, alive_thr, targets, counts):
     """Per-sample counts for the metrics: counts[b] = [alive, correct, cells per label 0..9].
@@ -174,9 +180,7 @@ def count_kernel(state, alive_thr, targets, counts):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
-        x = i % width
-        y = (i // width) % height
-        b = i // (width * height)
+        b, y, x = _cell_of(i, height, width)
         if state[b, y, x, 0] > alive_thr:
             label, label11 = _cell_labels(state[b, y, x])
             cuda.atomic.add(counts, (b, 0), 1)
@@ -194,9 +198,7 @@ def label_kernel(state, alive_thr, out):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
-        x = i % width
-        y = (i // width) % height
-        b = i // (width * height)
+        b, y, x = _cell_of(i, height, width)
         if state[b, y, x, 0] > alive_thr:
             out[b, y, x] = _cell_labels(state[b, y, x])[0]
         else:
@@ -211,9 +213,7 @@ def init_kernel(gray, scale, state):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
-        x = i % width
-        y = (i // width) % height
-        b = i // (width * height)
+        b, y, x = _cell_of(i, height, width)
         state[b, y, x, 0] = float32(gray[b, y, x]) * scale
         for c in range(1, C):
             state[b, y, x, c] = 0.0
