@@ -16,7 +16,6 @@ import json
 import os
 import time
 
-import numpy as np
 
 import fastca
 from benchmarks.machine import fma_peak, metadata

@@ -140,7 +140,6 @@ def cmd_demo(args):
 
 
 def cmd_simulate(args):
-    import fastca
     from fastca.world import World, load_events, run_world
 
     sources = [args.image is not None, args.mnist_index is not None, args.world is not None]

@@ -28,7 +28,8 @@ import numba
 import numpy as np
 
 from . import data, metrics, spec
-from .simulate import _checks, initial_state, mutate, simulate
+from . import _checks
+from .simulate import initial_state, mutate, simulate
 
 EVENT_TYPES = ("erase", "stroke", "replace", "replace_all")
 

@@ -1,6 +1,5 @@
 """The published Distill model on the first 500 MNIST test digits (needs ../shared)."""
 
-import pytest
 from helpers import DISTILL_JSON, MNIST_DIR, TOLERANCES, needs_distill, needs_mnist
 
 import fastca
