@@ -31,7 +31,7 @@ def main(argv=None):
            "kernel_seconds": res.seconds, "cell_steps_per_s": args.size**2 * args.steps / wall,
            "state_bytes": res.state.nbytes, "rss_before": before, "peak_rss": _status("VmHWM"),
            "accuracy_last": float(res.accuracy[-1]), "accuracy_top": float(res.accuracy.max()),
-           "alive_fraction": float((gray > 25).mean())}
+           "alive_fraction": float(fastca.data.alive_mask(gray).mean())}
     row["growth_x_state"] = (row["peak_rss"] - before) / row["state_bytes"]
     print(json.dumps(row), flush=True)
     if args.out:

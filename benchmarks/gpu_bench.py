@@ -121,7 +121,7 @@ def main(argv=None):
     rows = []
     for size in sizes:
         gray, _ = mnist_world(size)
-        alive = float(np.mean(gray > 25))
+        alive = float(np.mean(fastca.data.alive_mask(gray)))
         updates = gray.size * alive * model.fire_rate * steps
         runs = {"numba-cuda": lambda: time_numba_cuda(cuda, model, gray, steps)}
         if use_torch:

@@ -55,7 +55,7 @@ def updated_cells(size, steps=STEPS, seed=0):
     and firing cells (the basis of FLOP/s figures: spec.FLOP_PER_CELL per update).
     """
     gray, _ = mnist_world(size)
-    alive = (gray > 25)[None]  # uint8 gray > 0.1 * 255
+    alive = fastca.data.alive_mask(gray)[None]
     model = fastca.pretrained()
     updates = sum(int(fastca.rng.fire_mask(seed, t, alive, model.fire_rate).sum()) for t in range(steps))
     return float(alive.mean()), updates

@@ -165,10 +165,9 @@ class NumbaCUDA:
         # Wrap foreign device arrays (CuPy, torch) without a copy; the simulator has no wrapper.
         arr = cuda.as_cuda_array(x) if hasattr(cuda, "as_cuda_array") else x
         shape = tuple(arr.shape)
-        is_state = input_kind == "state" or (
-            input_kind == "auto" and (len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS
-                                                          and arr.dtype == np.float32)))
-        if is_state:
+        from .simulate import is_state_input
+
+        if is_state_input(shape, arr.dtype, input_kind):
             if len(shape) not in (3, 4) or shape[-1] != spec.CHANNELS or arr.dtype != np.float32:
                 raise ValueError(f"device state must be float32 (H, W, 20) or (B, H, W, 20), got {arr.dtype} {shape}")
             if min(shape) < 1:

@@ -45,6 +45,8 @@ def _load_image(path):
     """
     from PIL import Image, UnidentifiedImageError
 
+    from fastca.data import alive_mask
+
     if not os.path.isfile(path):
         raise CLIError(f"image file not found: {path}")
     try:
@@ -56,7 +58,7 @@ def _load_image(path):
         raise CLIError(f"empty image: {path}")
     if gray.mean() > 127:
         gray = 255 - gray
-    if not (gray > 25).any():
+    if not alive_mask(gray).any():
         raise CLIError(f"image has no alive cell (no pixel brighter than 0.1 after conversion): {path}")
     return gray
 

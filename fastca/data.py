@@ -77,6 +77,14 @@ def sample_digits():
             return z["images"], z["labels"]
 
 
+def alive_mask(gray, alive_threshold=0.1):
+    """Bool map of the cells a gray image makes alive: ``gray / 255 > threshold`` in float32.
+
+    gray: uint8 array of any shape (as the simulator converts it).
+    """
+    return np.asarray(gray).astype(np.float32) / np.float32(255) > np.float32(alive_threshold)
+
+
 def mnist_world(images, labels, height, width, *, seed=None):
     """Tile digits into one large canvas, an "MNIST world".
 

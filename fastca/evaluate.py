@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from .data import alive_mask
 from .simulate import mutate, simulate
 
 
@@ -87,7 +88,7 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
                              start_step=half, progress=progress)
             used = r.backend
             # alive cells do not change within a phase
-            alive = float((imgs.astype(np.float32) / np.float32(255) > np.float32(model.alive_threshold)).sum())
+            alive = float(alive_mask(imgs, model.alive_threshold).sum())
             sl = slice(phase * half, (phase + 1) * half)
             alive_sum[sl] += alive
             correct_sum[sl] += r.accuracy / 100 * alive

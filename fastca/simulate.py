@@ -97,15 +97,22 @@ def _threads(n, with_torch):
             torch.set_num_threads(old_torch)
 
 
+def is_state_input(shape, dtype, input_kind):
+    """Whether an input of this shape and dtype is a full state (else a gray image or batch).
+
+    "auto": 4 dimensions, or 3 with 20 float channels last; "state"/"gray" force the choice.
+    """
+    if input_kind not in ("auto", "gray", "state"):
+        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
+    if input_kind != "auto":
+        return input_kind == "state"
+    return len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS and np.dtype(dtype).kind == "f")
+
+
 def _as_state(x, input_kind):
     """Return (state (B, H, W, 20) float32 owned copy, leading shape, batched?)."""
     arr = np.asarray(x)
-    if input_kind not in ("auto", "gray", "state"):
-        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
-    if input_kind == "auto":
-        is_state = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] == spec.CHANNELS and arr.dtype.kind == "f")
-        input_kind = "state" if is_state else "gray"
-    if input_kind == "state":
+    if is_state_input(arr.shape, arr.dtype, input_kind):
         state, lead = _checks.check_state(arr)
         state = state.copy() if np.shares_memory(state, arr) else state
     else:

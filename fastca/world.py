@@ -235,7 +235,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     history = []  # per step: agree-on-own-digit flags of the components
     applied = []
     bounds = sorted({e["step"] for e in events if e["step"] < steps} | {0, steps})
-    comp, n_comp = components(world.gray > np.uint8(25))
+    comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
 
     def record(t, current):
         s = current[0]
@@ -252,7 +252,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
         for ev in [e for e in events if e["step"] == a and a > 0]:
             state, done = apply_event(state, world, ev, rng)
             applied += done
-            comp, n_comp = components(world.gray > np.uint8(25))
+            comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
             history = [np.zeros(n_comp, bool) for _ in history]  # components changed: restart the clock
         res = simulate(model, state, b - a, seed=seed, start_step=a, backend=backend, input="state",
                        progress=progress, callback=record, threads=threads)
