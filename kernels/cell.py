@@ -21,9 +21,9 @@ C = spec.CHANNELS
 OUT = spec.MUTABLE
 BLOCK = 128  #: cells per block: large enough for BLAS to run near peak, small enough for L2
 
-# fastmath "contract" only lets LLVM fuse a*b+c into one FMA instruction (one rounding
-# instead of two); it allows no reassociation and keeps NaN/inf semantics.
-jit = numba.njit(cache=True, inline="always", fastmath={"contract"})
+# No fast-math, not even FMA contraction: the noise (inlined from fastca.rng) must round
+# exactly as it does for the torch backend. The heavy arithmetic is in BLAS anyway.
+jit = numba.njit(cache=True, inline="always")
 
 
 @jit

@@ -22,14 +22,14 @@ from fastca import rng, spec
 
 from .cell import BLOCK, add_update, gather, mlp_block
 
-@numba.njit(cache=True, inline="always", fastmath={"contract"})
+@numba.njit(cache=True, inline="always")
 def _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std):
     mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n)
     for i in range(n):
         add_update(state[b, ys[i], xs[i]], D[i], b3, keys[i], noise_std)
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+@numba.njit(cache=True, parallel=True)
 def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr,
                  bands, halo, ring, P_all, H1_all, H2_all, D_all, where):
     """Advance ``state`` by one step in place.

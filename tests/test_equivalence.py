@@ -42,3 +42,15 @@ def test_rollout_labels_agree(model, digits):
     same = (res["torch"].labels == res["numba-cpu"].labels)[alive].mean() * 100
     assert same >= TOLERANCES["rollout_label_agreement"], f"only {same:.3f}% of alive cell labels agree"
     assert abs(res["torch"].accuracy[-1] - res["numba-cpu"].accuracy[-1]) < 0.5
+
+
+def test_noise_is_bit_identical_to_torch(random_weights):
+    """With a zero output layer the update is the noise alone: the CPU kernel's noise equals
+    the shared generator's (used by torch) bit for bit."""
+    w = random_weights.replace(w3=np.zeros((80, 19)), b3=np.zeros(19))
+    state = random_state((2, 31, 45), seed=3)
+    kw = dict(seed=5, start_step=9, noise=0.02, input="state")
+    ref = fastca.simulate(w, state, 1, backend="torch", **kw).state
+    out = fastca.simulate(w, state, 1, backend="numba-cpu", **kw).state
+    assert np.any(ref != state)
+    np.testing.assert_array_equal(out, ref)
