@@ -189,7 +189,7 @@ def cmd_train(args):
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]
     config = TrainConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, device=args.device,
-                         checkpoint_every=args.checkpoint_every, lr=args.lr,
+                         checkpoint_every=args.checkpoint_every, lr=args.lr, sparse=not args.dense,
                          decay_at=tuple(int(x) for x in args.decay_at.split(",") if x))
     print(f"fastca train: {len(images)} training digits, {config.iterations} iterations, batch {config.batch}, "
           f"device {config.device}, seed {config.seed}; checkpoints in {args.out}")
@@ -254,6 +254,7 @@ def _parser():
     tr.add_argument("--checkpoint-every", type=int, default=1000)
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--limit", type=int, default=None, help="use only the first N training digits")
+    tr.add_argument("--dense", action="store_true", help="dense CA steps instead of the (equal, faster) sparse ones")
     ev = sub.add_parser("eval", help="the article's evaluation protocol on the MNIST test set")
     ev.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
     ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")

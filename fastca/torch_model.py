@@ -70,6 +70,34 @@ class TorchNCA(nn.Module):
         h = torch.relu(self.dense(h))
         return self.out(h).permute(0, 2, 3, 1)
 
+    def forward_sparse(self, state, fire_mask=None, noise=None, generator=None):
+        """The same step as :meth:`forward`, computed only for the cells that update.
+
+        Gathers the 3x3 neighbourhoods of the alive and firing cells (zero padding), runs
+        the perception and MLP on those rows alone and adds the updates back with
+        ``index_put``: mathematically the same function as the dense step (tested equal in
+        values and gradients), and about ten times less work on MNIST digits, where most
+        cells are dead or resting. ``noise``: optional (B, H, W, 19) tensor (its values at
+        the updated cells are used); drawn with ``torch.randn`` for those cells when None.
+        """
+        if fire_mask is None:
+            u = torch.rand(state.shape[:-1], generator=generator, device=state.device)
+            fire_mask = u <= self.fire_rate
+        b, y, x = torch.nonzero(fire_mask & self.alive(state), as_tuple=True)
+        padded = nn.functional.pad(state, (0, 0, 1, 1, 1, 1))  # zero padding of H and W
+        taps = [padded[b, y + i, x + j] for i in range(spec.KERNEL) for j in range(spec.KERNEL)]
+        p = torch.cat(taps, dim=-1)  # (N, 180) in (kernel row, kernel column, channel) order
+        w1 = self.perceive.weight.permute(2, 3, 1, 0).reshape(spec.PERCEPTION_IN, spec.HIDDEN)
+        h = torch.relu(p @ w1 + self.perceive.bias)
+        h = torch.relu(h @ self.dense.weight[:, :, 0, 0].T + self.dense.bias)
+        ds = h @ self.out.weight[:, :, 0, 0].T + self.out.bias
+        if noise is not None:
+            ds = ds + noise[b, y, x]
+        elif self.noise_std > 0:
+            ds = ds + self.noise_std * torch.randn(ds.shape, generator=generator, device=ds.device, dtype=ds.dtype)
+        update = torch.zeros_like(state[..., 1:]).index_put((b, y, x), ds)
+        return torch.cat([state[..., :1], state[..., 1:] + update], dim=-1)
+
     def alive(self, state):
         """(B, H, W) bool: gray > alive threshold."""
         return state[..., spec.GRAY] > self.alive_threshold

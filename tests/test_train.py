@@ -81,3 +81,29 @@ def test_eval_cli(tmp_path):
                         "--half", "10", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert "accuracy@10" in p.stdout and (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28), (1, 5, 9), (3, 1, 1)])
+def test_sparse_step_equals_dense_in_values_and_gradients(shape):
+    from helpers import random_state
+
+    from fastca.torch_model import TorchNCA
+
+    net = TorchNCA.from_weights(fastca.NCAWeights.random(seed=2, scale=0.1))
+    state0 = torch.from_numpy(random_state(shape, seed=1))
+    gen = torch.Generator().manual_seed(0)
+    masks = [torch.rand(shape, generator=gen) <= 0.5 for _ in range(3)]
+    noises = [0.02 * torch.randn(shape + (19,), generator=gen) for _ in range(3)]
+    results = []
+    for step in (net.forward, net.forward_sparse):
+        net.zero_grad()
+        x = state0
+        for m, z in zip(masks, noises):
+            x = step(x, fire_mask=m, noise=z)
+        (x[..., 10:] ** 2).sum().backward()
+        results.append((x.detach(), [p.grad.clone() for p in net.parameters()]))
+    (dense, g_dense), (sparse, g_sparse) = results
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+    assert torch.any(dense != state0)
+    for a, b in zip(g_sparse, g_dense):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
