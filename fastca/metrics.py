@@ -27,28 +27,22 @@ cell_labels = numba.njit(cache=True, inline="always")(cell_labels_py)
 
 
 @numba.njit(cache=True, parallel=True)
-def _count(state, alive_thr, targets, n_alive, n_correct, agree):
-    """Per sample: alive cells, alive cells labelled as their target, and total agreement."""
+def _count(state, alive_thr, targets, counts):
+    """Per-sample counts (B, 12), zeroed by the caller: [alive, correct, cells per label 0..9].
+
+    The CUDA backend's count_kernel fills the same layout; :func:`from_counts` reduces both.
+    """
     n_b, n_h, n_w = state.shape[0], state.shape[1], state.shape[2]
     for b in numba.prange(n_b):
-        alive = 0
-        correct = 0
-        first = -2
-        same = True
         for y in range(n_h):
             for x in range(n_w):
                 if state[b, y, x, 0] > alive_thr:
                     label, label11 = cell_labels(state[b, y, x])
-                    alive += 1
+                    counts[b, 0] += 1
                     if label == targets[b, y, x]:
-                        correct += 1
-                    if first == -2:
-                        first = label11
-                    if label11 != first or label11 == spec.N_CLASSES:
-                        same = False
-        n_alive[b] = alive
-        n_correct[b] = correct
-        agree[b] = same
+                        counts[b, 1] += 1
+                    if label11 < spec.N_CLASSES:
+                        counts[b, 2 + label11] += 1
 
 
 @numba.njit(cache=True, parallel=True)
@@ -97,7 +91,7 @@ def from_counts(counts):
     """(accuracy %, agreement %) from per-sample counts (B, 12): [alive, correct, cells per label 0..9].
 
     A sample agrees when one label holds all its alive cells (cells with all-negative
-    class channels hold no label), as in :func:`step_metrics`.
+    class channels hold no label), as in :func:`step_metrics`. NaN accuracy when no cell is alive.
     """
     n_alive, n_correct = counts[:, 0], counts[:, 1]
     total = n_alive.sum()
@@ -114,11 +108,6 @@ def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
     taken as argmax over ``[class channels * alive, dead]`` (so an alive cell with
     all-negative class channels agrees with nobody). NaN accuracy when no cell is alive.
     """
-    n_b = state.shape[0]
-    n_alive = np.empty(n_b, np.int64)
-    n_correct = np.empty(n_b, np.int64)
-    agree = np.empty(n_b, np.bool_)
-    _count(state, np.float32(alive_threshold), targets, n_alive, n_correct, agree)
-    total = n_alive.sum()
-    accuracy = 100.0 * n_correct.sum() / total if total else float("nan")
-    return accuracy, 100.0 * agree.mean()
+    counts = np.zeros((state.shape[0], 2 + spec.N_CLASSES), np.int64)
+    _count(state, np.float32(alive_threshold), targets, counts)
+    return from_counts(counts)
