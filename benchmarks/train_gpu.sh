@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Train the embedded-model candidate on a lent GPU machine, then evaluate it with the article's
-# protocol on the full test set; everything lands in $OUT (model.npz, checkpoint.pt, eval files).
+# Train the embedded-model candidate on a lent GPU machine (dense steps in a CUDA graph), then
+# evaluate it with the article's protocol on the full test set; everything lands in $OUT.
 #   bash benchmarks/train_gpu.sh [ITERATIONS]        (default 100000, the article's recipe)
-# The MNIST .gz files must travel with the working tree: copy ../shared/data/mnist into an
-# ignored folder of the checkout (e.g. .mnist/, listed in .git/info/exclude), carry it, and set
-# FASTCA_MNIST_DIR=.mnist. A run that stops early can continue with --resume from $OUT.
-set -euo pipefail
+# Environment: FASTCA_MNIST_DIR (required; the MNIST .gz files must travel with the working tree:
+# copy ../shared/data/mnist into an ignored folder such as .mnist/ and carry it),
+# FASTCA_TIME_LIMIT (seconds; stop early with a checkpoint), FASTCA_RESUME=1 (continue from
+# $OUT/train), FASTCA_EVAL=0 (skip the evaluation). A run that stops early continues anywhere,
+# on the CPU too: fastca train --resume --device cpu --out <folder with checkpoint.pt>.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 : "${FASTCA_MNIST_DIR:?set FASTCA_MNIST_DIR to the folder with the MNIST .gz files}"
-out=${OUT:-fastca-train}
-if ! python -c "import fastca.kernels" 2>/dev/null; then
-    python -m pip install -q --no-deps --no-build-isolation -e .
-fi
-nvidia-smi --query-gpu=name,memory.total --format=csv || true
+out=${OUT:-fastca-train}/train
 start=$(date +%s)
-python -m fastca train --device cuda --iterations "${1:-100000}" --checkpoint-every 2000 --out "$out" \
-    ${FASTCA_RESUME:+--resume}
-echo "training took $(( $(date +%s) - start )) s"
-python -m fastca eval --model "$out/model.npz" --out "$out/eval" --seed 0
-python -m fastca eval --out "$out/eval_distill" --seed 0   # the published model, same protocol and seed
+graph=()
+run_train() {
+    $PY -m fastca train --device cuda --iterations "${1:-100000}" --checkpoint-every 5000 --out "$out" \
+        --data "$FASTCA_MNIST_DIR" ${FASTCA_TIME_LIMIT:+--time-limit "$FASTCA_TIME_LIMIT"} "${graph[@]}" "${@:2}"
+}
+run_train "${1:-100000}" ${FASTCA_RESUME:+--resume}
+rc=$?
+if [ $rc -ne 0 ] && [ ! -f "$out/checkpoint.pt" ]; then  # e.g. graph capture refused: train eagerly
+    echo "CUDA-graph training failed (rc $rc); retrying without the graph"
+    graph=(--no-graph)
+    run_train "${1:-100000}"
+    rc=$?
+fi
+echo "training rc=$rc, took $(( $(date +%s) - start )) s"
+if [ "${FASTCA_EVAL:-1}" != 0 ] && [ -f "$out/model.npz" ]; then
+    $PY -m fastca eval --model "$out/model.npz" --out "$out/eval" --seed 0
+    $PY -m fastca eval --out "$out/eval_distill" --seed 0   # the published model, same protocol and seed
+fi
+exit $rc

@@ -189,12 +189,13 @@ def cmd_train(args):
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]
     config = TrainConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, device=args.device,
-                         checkpoint_every=args.checkpoint_every, lr=args.lr, sparse=not args.dense,
+                         checkpoint_every=args.checkpoint_every, lr=args.lr, sparse=False if args.dense else None,
+                         cuda_graph=not args.no_graph,
                          decay_at=tuple(int(x) for x in args.decay_at.split(",") if x))
     print(f"fastca train: {len(images)} training digits, {config.iterations} iterations, batch {config.batch}, "
           f"device {config.device}, seed {config.seed}; checkpoints in {args.out}")
     t0 = time.perf_counter()
-    weights, trainer = train(images, labels, config, out_dir=args.out, resume=args.resume)
+    weights, trainer = train(images, labels, config, out_dir=args.out, resume=args.resume, time_limit=args.time_limit)
     print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; "
           f"last loss {trainer.losses[-1] if trainer.losses else float('nan'):.4f}; wrote {args.out}/model.npz")
     return 0
@@ -254,7 +255,11 @@ def _parser():
     tr.add_argument("--checkpoint-every", type=int, default=1000)
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--limit", type=int, default=None, help="use only the first N training digits")
-    tr.add_argument("--dense", action="store_true", help="dense CA steps instead of the (equal, faster) sparse ones")
+    tr.add_argument("--dense", action="store_true",
+                    help="dense CA steps on the CPU too (default: sparse on the CPU, an equal function; dense on a GPU)")
+    tr.add_argument("--no-graph", action="store_true", help="on a GPU, run iterations eagerly instead of a CUDA graph")
+    tr.add_argument("--time-limit", type=float, default=None,
+                    help="stop after this many seconds with a checkpoint (continue later with --resume)")
     ev = sub.add_parser("eval", help="the article's evaluation protocol on the MNIST test set")
     ev.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
     ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")

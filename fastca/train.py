@@ -9,9 +9,14 @@ cells, zero on dead ones), mean over the batch. Each gradient tensor is normalis
 iterations. The batch's final states go back into the pool.
 
 All randomness comes from one torch and one numpy generator whose states are saved
-in every checkpoint, so a resumed run continues exactly where it left off. By default
-each CA step is :meth:`TorchNCA.forward_sparse`: the same function as the dense step
-(tested equal in values and gradients), computed only for the cells that update.
+in every checkpoint, so a resumed run continues exactly where it left off. On the CPU
+each CA step is :meth:`TorchNCA.forward_sparse` by default: the same function as the
+dense step (tested equal in values and gradients), computed only for the cells that
+update. On a GPU the dense step is captured once into a CUDA graph (20 steps, loss,
+backward and gradient normalisation) and replayed each iteration, because there the
+cost is kernel launches, not arithmetic; its masks and noise come from torch's default
+CUDA generator. A checkpoint moves between devices (``--resume --device cpu``); the
+continuation is then statistically, not bitwise, the same run.
 """
 
 import dataclasses
@@ -46,7 +51,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 1000
-    sparse: bool = True  #: step with TorchNCA.forward_sparse (same function, ~10x less work) or forward
+    #: TorchNCA.forward_sparse (same function, ~10x less work) or forward; None: sparse on the CPU only
+    sparse: bool | None = None
+    #: capture the CUDA iteration into a graph (ignored on the CPU and for sparse steps)
+    cuda_graph: bool = True
 
     def __post_init__(self):
         if self.batch < 4 or self.batch % 4:
@@ -56,6 +64,16 @@ class TrainConfig:
         if self.iterations < 0 or self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError("iterations must be >= 0, steps and checkpoint_every >= 1")
         self.decay_at = tuple(int(x) for x in self.decay_at)
+
+    @property
+    def use_sparse(self):
+        """Whether CA steps use :meth:`TorchNCA.forward_sparse` (default: on the CPU)."""
+        return self.sparse if self.sparse is not None else not str(self.device).startswith("cuda")
+
+    @property
+    def use_graph(self):
+        """Whether iterations replay a captured CUDA graph."""
+        return self.cuda_graph and str(self.device).startswith("cuda") and not self.use_sparse
 
 
 def lr_at(config, iteration):
@@ -86,6 +104,7 @@ class Trainer:
         self.pool_labels = torch.from_numpy(self.labels[idx].astype(np.int64)).to(self.device)
         self.iteration = 0
         self.losses = []
+        self._graph = None
 
     def _fresh(self, n):
         idx = self.np_rng.integers(0, len(self.images), n)
@@ -95,7 +114,9 @@ class Trainer:
     def loss(self, state, labels):
         """L2 loss of a (B, H, W, 20) state against per-sample labels: mean over the batch."""
         alive = (state[..., spec.GRAY] > self.net.alive_threshold).float()
-        target = torch.nn.functional.one_hot(labels, spec.N_CLASSES).float()[:, None, None, :] * alive[..., None]
+        classes = torch.arange(spec.N_CLASSES, device=labels.device)
+        onehot = (labels[:, None] == classes).float()  # not F.one_hot: that may sync, breaking graph capture
+        target = onehot[:, None, None, :] * alive[..., None]
         return ((target - state[..., spec.CLASS_START:]) ** 2).sum(dim=(1, 2, 3)).mean() / 2
 
     def eval_loss(self, images, labels, steps=None, seed=0):
@@ -108,8 +129,8 @@ class Trainer:
                 x = self.net(x, generator=gen)
             return float(self.loss(x, y))
 
-    def train_step(self):
-        """One iteration; returns the loss (float)."""
+    def _batch(self):
+        """Pool indices and the batch: a quarter fresh digits, a quarter mutated to fresh digits."""
         c = self.config
         q = c.batch // 4
         idx = torch.from_numpy(self.np_rng.choice(c.pool, c.batch, replace=False)).to(self.device)
@@ -119,17 +140,32 @@ class Trainer:
         alive = (new_x[..., :1] > self.net.alive_threshold).float()
         x[-q:] = torch.cat([new_x[..., :1], x[-q:, ..., 1:] * alive], dim=-1)
         y[-q:] = new_y
-        for g in self.opt.param_groups:
-            g["lr"] = lr_at(c, self.iteration)
-        step = self.net.forward_sparse if c.sparse else self.net.forward
-        for _ in range(c.steps):
-            x = step(x, generator=self.gen)
-        loss = self.loss(x, y)
-        self.opt.zero_grad()
-        loss.backward()
+        return idx, x, y
+
+    def _rollout_loss(self, x, y, generator):
+        """Runs the configured CA steps from ``x``; returns (final state, loss). Differentiable."""
+        step = self.net.forward_sparse if self.config.use_sparse else self.net.forward
+        for _ in range(self.config.steps):
+            x = step(x, generator=generator)
+        return x, self.loss(x, y)
+
+    def _normalise_grads(self):
         with torch.no_grad():
             for p in self.net.parameters():
                 p.grad /= p.grad.norm() + 1e-8
+
+    def train_step(self):
+        """One iteration; returns the loss (float)."""
+        idx, x, y = self._batch()
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.config, self.iteration)
+        if self.config.use_graph:
+            x, loss = self._replay(x, y)
+        else:
+            x, loss = self._rollout_loss(x, y, self.gen)
+            self.opt.zero_grad()
+            loss.backward()
+            self._normalise_grads()
         self.opt.step()
         self.pool[idx] = x.detach()
         self.pool_labels[idx] = y
@@ -138,22 +174,69 @@ class Trainer:
         self.losses.append(value)
         return value
 
-    def run(self, out_dir=None, progress=True, stop_at=None):
-        """Train up to ``config.iterations`` (or ``stop_at``), checkpointing into ``out_dir``."""
+    def _replay(self, x, y):
+        """The graph path: copy the batch into the captured input, replay; grads are left in p.grad."""
+        if self._graph is None:
+            self._capture(x.shape)
+        self._graph_in[0].copy_(x)
+        self._graph_in[1].copy_(y)
+        self._graph.replay()
+        return self._graph_out
+
+    def _capture(self, shape):
+        """Captures rollout + loss + backward + gradient normalisation into one CUDA graph.
+
+        Warm-up passes run first on a side stream (cuDNN algorithm choice, autograd
+        buffers), as CUDA graph capture requires; they do not touch the weights. The
+        gradients are allocated during capture, so every replay writes the same
+        ``p.grad`` tensors that the (eager) optimiser step then reads.
+        """
+        x = torch.zeros(shape, device=self.device)
+        y = torch.zeros(shape[0], dtype=torch.long, device=self.device)
+        self._graph_in = (x, y)
+
+        def body():
+            state, loss = self._rollout_loss(x, y, None)  # default CUDA generator: graph-safe
+            loss.backward()
+            self._normalise_grads()
+            return state.detach(), loss.detach()
+
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.opt.zero_grad(set_to_none=True)
+                body()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.opt.zero_grad(set_to_none=True)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._graph_out = body()
+
+    def run(self, out_dir=None, progress=True, stop_at=None, time_limit=None):
+        """Train up to ``config.iterations`` (or ``stop_at``), checkpointing into ``out_dir``.
+
+        time_limit: seconds after which training stops early (with a checkpoint), so that a
+        run can be continued later with ``resume``. Returns the seconds spent.
+        """
         total = self.config.iterations if stop_at is None else min(stop_at, self.config.iterations)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=self.iteration, desc="train", unit="it")
+            bar = tqdm(total=total, initial=self.iteration, desc="train", unit="it", mininterval=1.0)
         t0 = time.perf_counter()
         while self.iteration < total:
             loss = self.train_step()
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}")
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}", refresh=False)
                 bar.update(1)
-            if out_dir and (self.iteration % self.config.checkpoint_every == 0 or self.iteration == total):
+            out_of_time = time_limit is not None and time.perf_counter() - t0 > time_limit
+            if out_dir and (self.iteration % self.config.checkpoint_every == 0 or self.iteration == total
+                            or out_of_time):
                 self.save(os.path.join(out_dir, "checkpoint.pt"))
+            if out_of_time:
+                break
         if bar is not None:
             bar.close()
         return time.perf_counter() - t0
@@ -193,30 +276,39 @@ class Trainer:
         trainer = cls(images, labels, config)
         trainer.net.load_state_dict(ckpt["model"])
         trainer.opt.load_state_dict(ckpt["optimizer"])
+        for group in trainer.opt.param_groups:  # plain Adam options wherever the checkpoint came from
+            group.update(lr=float(group["lr"]), capturable=False, fused=None, foreach=None)
         trainer.pool = ckpt["pool"].to(trainer.device)
         trainer.pool_labels = ckpt["pool_labels"].to(trainer.device)
-        trainer.gen.set_state(ckpt["torch_rng"])
+        state = ckpt["torch_rng"]
+        if state.numel() == trainer.gen.get_state().numel():
+            trainer.gen.set_state(state)
+        else:  # another device's generator: continue with a fresh stream, keyed by seed and iteration
+            trainer.gen.manual_seed(config.seed * 1_000_003 + ckpt["iteration"])
         trainer.np_rng.bit_generator.state = ckpt["numpy_rng"]
         trainer.iteration = ckpt["iteration"]
         trainer.losses = list(ckpt["losses"])
         return trainer
 
 
-def train(images, labels, config=None, out_dir=None, resume=False, progress=True, **kwargs):
+def train(images, labels, config=None, out_dir=None, resume=False, progress=True, time_limit=None, **kwargs):
     """Train a model; returns (NCAWeights, Trainer). ``kwargs`` set :class:`TrainConfig` fields.
 
-    With ``resume=True`` and a checkpoint in ``out_dir``, training continues from it.
-    The final weights are written to ``out_dir/model.npz`` when ``out_dir`` is given.
+    With ``resume=True`` and a checkpoint in ``out_dir``, training continues from it
+    (with this config's iterations, device, sparse and graph options; the recipe, pool and
+    generators come from the checkpoint). ``time_limit`` (seconds) stops early with a
+    checkpoint. The final weights are written to ``out_dir/model.npz`` when ``out_dir`` is given.
     """
     config = config or TrainConfig(**kwargs)
     ckpt = os.path.join(out_dir, "checkpoint.pt") if out_dir else None
     if resume:
         if not ckpt or not os.path.exists(ckpt):
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}")
-        trainer = Trainer.resume(ckpt, images, labels, iterations=config.iterations)
+        trainer = Trainer.resume(ckpt, images, labels, iterations=config.iterations, device=config.device,
+                                 sparse=config.sparse, cuda_graph=config.cuda_graph)
     else:
         trainer = Trainer(images, labels, config)
-    trainer.run(out_dir, progress=progress)
+    trainer.run(out_dir, progress=progress, time_limit=time_limit)
     weights = trainer.weights()
     if out_dir:
         weights.save(os.path.join(out_dir, "model.npz"))
