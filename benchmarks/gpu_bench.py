@@ -100,9 +100,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--smoke", action="store_true", help="16x16 world, 2 steps, numba-cuda only (simulator)")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for results.json/.csv (default $OUT)")
     args = parser.parse_args(argv)
-    from numba import cuda
+    from fastca._compat import numba_cuda
+
+    cuda = numba_cuda()
 
     sizes = [16] if args.smoke else [int(s) for s in args.sizes.split(",")]
     steps = 2 if args.smoke else args.steps
@@ -126,7 +129,8 @@ def main(argv=None):
         runs = {"numba-cuda": lambda: time_numba_cuda(cuda, model, gray, steps)}
         if use_torch:
             runs["torch-cuda"] = lambda: time_torch_cuda(model, gray, steps, False)
-            runs["torch-cuda-compile"] = lambda: time_torch_cuda(model, gray, steps, True)
+            if not args.no_compile:
+                runs["torch-cuda-compile"] = lambda: time_torch_cuda(model, gray, steps, True)
         for name, fn in runs.items():
             row = {"size": size, "backend": name, "alive_fraction": alive}
             try:

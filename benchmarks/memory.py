@@ -32,6 +32,7 @@ def main(argv=None):
     parser.add_argument("--world", default="dense", choices=["dense", "sparse", "blank"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit-gib", type=float, default=None)
+    parser.add_argument("--storage", default="float32", choices=["float32", "float16"])
     args = parser.parse_args(argv)
     import fastca
     from benchmarks.registry import world_of_kind
@@ -42,13 +43,14 @@ def main(argv=None):
     if args.limit_gib:
         cap = int(args.limit_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    state_bytes = args.size * args.size * 20 * 4
+    state_bytes = args.size * args.size * 20 * 4  # the float32 state, also the yardstick for float16
     before = _status("VmRSS")
     row = {"backend": args.backend, "size": args.size, "world": args.world, "steps": args.steps,
-           "threads": args.threads, "state_bytes": state_bytes, "rss_before": before}
+           "threads": args.threads, "storage": args.storage, "state_bytes": state_bytes, "rss_before": before}
     try:
         t0 = time.perf_counter()
-        res = fastca.simulate(model, gray, args.steps, backend=args.backend, threads=args.threads)
+        res = fastca.simulate(model, gray, args.steps, backend=args.backend, threads=args.threads,
+                              storage=args.storage)
         row["wall_seconds"] = time.perf_counter() - t0  # with the state's creation and first touch
         row["seconds"] = res.seconds  # the step loop alone
         row["cell_steps_per_s"] = args.size * args.size * args.steps / row["seconds"]

@@ -51,22 +51,28 @@ def check_noise(noise, default):
     return noise
 
 
+def check_gray(gray):
+    """Check a gray image or batch's shape ((H, W) or (B, H, W)) and dtype (uint8 or float); returns it."""
+    gray = np.asarray(gray)
+    if gray.ndim not in (2, 3):
+        raise ValueError(f"gray input must be (H, W) or (B, H, W), got shape {gray.shape}")
+    _check_grid(gray.shape)
+    if gray.dtype != np.uint8 and gray.dtype.kind != "f":
+        raise TypeError(
+            f"gray input must be uint8 or float in [0, 1], got dtype {gray.dtype}; "
+            "convert with x.astype(np.uint8) or x / 255"
+        )
+    return gray
+
+
 def gray_to_float(gray):
     """Validate a gray image or batch and return it as float32 in [0, 1].
 
     ``gray``: (H, W) or (B, H, W); uint8 (scaled by 1/255) or float in [0, 1].
     """
-    gray = np.asarray(gray)
-    if gray.ndim not in (2, 3):
-        raise ValueError(f"gray input must be (H, W) or (B, H, W), got shape {gray.shape}")
-    _check_grid(gray.shape)
+    gray = check_gray(gray)
     if gray.dtype == np.uint8:
         return gray.astype(np.float32) / np.float32(255)
-    if gray.dtype.kind != "f":
-        raise TypeError(
-            f"gray input must be uint8 or float in [0, 1], got dtype {gray.dtype}; "
-            "convert with x.astype(np.uint8) or x / 255"
-        )
     gray = gray.astype(np.float32)
     if not np.all(np.isfinite(gray)):
         raise ValueError("gray input contains NaN or inf")
@@ -78,8 +84,8 @@ def gray_to_float(gray):
     return gray
 
 
-def check_state(state):
-    """Validate a full state (..., H, W, 20) and return it as float32 (B, H, W, 20) plus its leading shape."""
+def check_state(state, dtype=np.float32):
+    """Validate a full state (..., H, W, 20); return it as ``dtype`` (B, H, W, 20) plus its leading shape."""
     state = np.asarray(state)
     if state.ndim not in (3, 4) or state.shape[-1] != spec.CHANNELS:
         raise ValueError(
@@ -89,12 +95,22 @@ def check_state(state):
         raise TypeError(f"state must be a float array, got dtype {state.dtype}")
     _check_grid(state.shape)
     lead = state.shape[:-1]
-    state = np.ascontiguousarray(state.reshape((-1,) + state.shape[-3:]), dtype=np.float32)
     if not np.all(np.isfinite(state)):
         raise ValueError("state contains NaN or inf")
-    return state, lead
+    if np.dtype(dtype) == np.float16 and state.dtype != np.float16 and np.any(np.abs(state) > np.finfo(np.float16).max):
+        raise ValueError("state values exceed the float16 range (65504): use storage='float32'")
+    return np.ascontiguousarray(state.reshape((-1,) + state.shape[-3:]), dtype=dtype), lead
 
 
 def _check_grid(shape):
     if any(n < 1 for n in shape):
         raise ValueError(f"empty input: shape {shape} has a zero-length axis (grids are at least 1x1)")
+
+
+def check_storage(storage):
+    """Validate a storage name ("float32" or "float16") and return its numpy dtype."""
+    from .kernels.storage import STORAGE
+
+    if storage not in STORAGE:
+        raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {storage!r}")
+    return np.dtype(STORAGE[storage])

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from . import metrics, spec
+from ._compat import numba_cuda
 
 BACKENDS = ("numba-cpu", "numba-cuda", "torch")
 log = logging.getLogger("fastca")
@@ -46,9 +47,11 @@ class NumbaCPU(HostRunner):
         import numba
 
         from .kernels import cpu
+        from .kernels.storage import kernel_view
 
         self._kernel = cpu.step_inplace
-        self.state = state
+        self.state = state  # float32, or float16 (storage="float16")
+        self._kernel_state = kernel_view(state)
         n_b, n_h, n_w, _ = state.shape
         threads_max = numba.config.NUMBA_NUM_THREADS
         self._bands = cpu.make_bands(n_b, n_h)
@@ -62,7 +65,7 @@ class NumbaCPU(HostRunner):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         seed, fire_rate, noise_std, alive = self._args
         with _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
-            self._kernel(self.state, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
+            self._kernel(self._kernel_state, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
                          self._bands, *self._scratch)
 
     def numpy(self):
@@ -125,7 +128,7 @@ class NumbaCUDA:
     device = True
 
     def __init__(self, weights, state, seed, fire_rate, noise_std, alive_threshold):
-        from numba import cuda
+        cuda = numba_cuda()
 
         from .kernels import cuda as kern
 
@@ -153,7 +156,7 @@ class NumbaCUDA:
         never through the host. Device gray input is uint8 or float32 in [0, 1] (not
         range-checked on the device); device state input must be float32.
         """
-        from numba import cuda
+        cuda = numba_cuda()
 
         from .kernels import cuda as kern
 
@@ -223,7 +226,7 @@ def _is_device_array(x):
     """True for arrays in GPU memory: anything with __cuda_array_interface__, or a simulator array."""
     if hasattr(x, "__cuda_array_interface__"):
         return True
-    from numba import cuda
+    cuda = numba_cuda()
 
     return bool(getattr(cuda, "is_cuda_array", lambda a: type(a).__name__ == "FakeCUDAArray")(x))
 
@@ -235,7 +238,7 @@ def cuda_status():
     """(usable, reason): whether the numba-cuda backend can run here, and why not."""
     if importlib.util.find_spec("numba_cuda") is None:
         return False, "the numba-cuda package is not installed (pip install 'fastca[cuda]')"
-    from numba import cuda
+    cuda = numba_cuda()
 
     if not cuda.is_available():
         return False, "no usable CUDA GPU (numba.cuda.is_available() is False: check the driver and CUDA_VISIBLE_DEVICES)"

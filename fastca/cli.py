@@ -210,8 +210,9 @@ def cmd_eval(args):
     if args.digits:
         images, labels = images[: args.digits], labels[: args.digits]
     print(f"fastca eval: model {model.name!r}, {len(images)} test digits, {args.half} + {args.half} steps, "
-          f"backend {args.backend}, seed {args.seed}")
-    ev = evaluate(model, images, labels, half=args.half, backend=args.backend, seed=args.seed, progress=True)
+          f"backend {args.backend}, seed {args.seed}, storage {args.storage}")
+    ev = evaluate(model, images, labels, half=args.half, backend=args.backend, seed=args.seed, progress=True,
+                  storage=args.storage)
     written = ev.save(args.out)
     print(ev.table_line())
     print("wrote: " + ", ".join(written))
@@ -267,6 +268,7 @@ def _parser():
     ev.add_argument("--half", type=int, default=200, help="steps before and after the mutation (default 200)")
     ev.add_argument("--backend", default="numba-cpu")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--storage", default="float32", help="float32 or float16 state storage (numba-cpu)")
     ev.add_argument("--out", default="fastca-eval")
     return parser
 

@@ -59,14 +59,15 @@ class Evaluation:
         return [csv_path, json_path, png_path]
 
 
-def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2000, progress=None):
+def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2000, progress=None,
+             storage="float32"):
     """Run the protocol on (images (N, 28, 28) uint8, labels (N,)).
 
     Every digit runs ``half`` steps, is mutated into a random other test digit (drawn
     from ``seed``), and runs ``half`` more; digits are processed in batches of ``batch``
     (the metrics are summed over batches exactly as over one batch; the random keys use
     the sample index within its batch, so results depend on ``batch`` as on ``seed``).
-    Returns an Evaluation.
+    ``storage="float16"`` (numba-cpu) keeps the states as float16. Returns an Evaluation.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(images)
@@ -82,10 +83,11 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
         hi = min(n, lo + batch)
         for phase, (imgs, tgts) in enumerate([(images[lo:hi], labels[lo:hi]), (images[perm[lo:hi]], labels[perm[lo:hi]])]):
             if phase == 0:
-                r = simulate(model, imgs, half, labels=tgts, backend=backend, seed=seed, progress=progress)
+                r = simulate(model, imgs, half, labels=tgts, backend=backend, seed=seed, progress=progress,
+                             storage=storage)
             else:
                 r = simulate(model, mutate(r.state, imgs), half, labels=tgts, backend=backend, seed=seed,
-                             start_step=half, progress=progress)
+                             start_step=half, progress=progress, storage=storage)
             used = r.backend
             # alive cells do not change within a phase
             alive = float(alive_mask(imgs, model.alive_threshold).sum())

@@ -4,6 +4,7 @@ import numba
 import numpy as np
 
 from . import spec
+from .kernels.storage import as_f32_row, kernel_view
 
 DEAD = -1  #: label of a dead cell in label maps
 
@@ -26,42 +27,61 @@ def cell_labels_py(cell):
 cell_labels = numba.njit(cache=True, inline="always")(cell_labels_py)
 
 
+@numba.njit(cache=True, inline="always")
+def _count_row(row, alive_thr, target_row, counts):
+    """Adds one (W, 20) float32 row's cells to ``counts`` (12,): alive, correct, cells per label."""
+    for x in range(row.shape[0]):
+        if row[x, 0] > alive_thr:
+            label, label11 = cell_labels(row[x])
+            counts[0] += 1
+            if label == target_row[x]:
+                counts[1] += 1
+            if label11 < spec.N_CLASSES:
+                counts[2 + label11] += 1
+
+
+@numba.njit(cache=True, inline="always")
+def _label_row(row, alive_thr, out_row):
+    for x in range(row.shape[0]):
+        out_row[x] = cell_labels(row[x])[0] if row[x, 0] > alive_thr else DEAD
+
+
 @numba.njit(cache=True, parallel=True)
-def _count(state, alive_thr, targets, counts):
+def _count(state, alive_thr, targets, counts, rows):
     """Per-sample counts (B, 12), zeroed by the caller: [alive, correct, cells per label 0..9].
 
-    The CUDA backend's count_kernel fills the same layout; :func:`from_counts` reduces both.
+    state: float32, or uint16 float16 bits (rows then go through ``rows``, (T, W, 20)
+    float32 scratch). The CUDA backend's count_kernel fills the same layout;
+    :func:`from_counts` reduces both.
     """
-    n_b, n_h, n_w = state.shape[0], state.shape[1], state.shape[2]
+    n_b, n_h = state.shape[0], state.shape[1]
     for b in numba.prange(n_b):
         for y in range(n_h):
-            for x in range(n_w):
-                if state[b, y, x, 0] > alive_thr:
-                    label, label11 = cell_labels(state[b, y, x])
-                    counts[b, 0] += 1
-                    if label == targets[b, y, x]:
-                        counts[b, 1] += 1
-                    if label11 < spec.N_CLASSES:
-                        counts[b, 2 + label11] += 1
+            row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
+            _count_row(row, alive_thr, targets[b, y], counts[b])
 
 
 @numba.njit(cache=True, parallel=True)
-def _label_map(state, alive_thr, out):
-    n_b, n_h, n_w = state.shape[0], state.shape[1], state.shape[2]
-    for row in numba.prange(n_b * n_h):
-        b = np.int64(row) // n_h
-        y = np.int64(row) - b * n_h
-        for x in range(n_w):
-            if state[b, y, x, 0] > alive_thr:
-                out[b, y, x] = cell_labels(state[b, y, x])[0]
-            else:
-                out[b, y, x] = DEAD
+def _label_map(state, alive_thr, out, rows):
+    n_b, n_h = state.shape[0], state.shape[1]
+    for r in numba.prange(n_b * n_h):
+        b = np.int64(r) // n_h
+        y = np.int64(r) - b * n_h
+        row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
+        _label_row(row, alive_thr, out[b, y])
+
+
+def _row_scratch(state):
+    """Per-thread float32 rows for reading a float16 state (a dummy for float32)."""
+    if state.dtype == np.float32:
+        return np.zeros((1, 1, spec.CHANNELS), np.float32)
+    return np.zeros((numba.config.NUMBA_NUM_THREADS, state.shape[2], spec.CHANNELS), np.float32)
 
 
 def label_map(state, alive_threshold=spec.ALIVE_THRESHOLD):
-    """Per-cell labels of a (B, H, W, 20) float32 state: int8 (B, H, W), -1 on dead cells."""
+    """Per-cell labels of a (B, H, W, 20) float32 or float16 state: int8 (B, H, W), -1 on dead cells."""
     out = np.empty(state.shape[:-1], np.int8)
-    _label_map(state, np.float32(alive_threshold), out)
+    _label_map(kernel_view(state), np.float32(alive_threshold), out, _row_scratch(state))
     return out
 
 
@@ -101,7 +121,7 @@ def from_counts(counts):
 
 
 def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
-    """(per-cell accuracy %, total agreement %) of a (B, H, W, 20) state against a target map.
+    """(per-cell accuracy %, total agreement %) of a (B, H, W, 20) float32 or float16 state.
 
     Accuracy: alive cells whose label is their target / alive cells, over the batch.
     Agreement: percent of samples in which every alive cell has the same label,
@@ -109,5 +129,5 @@ def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
     all-negative class channels agrees with nobody). NaN accuracy when no cell is alive.
     """
     counts = np.zeros((state.shape[0], 2 + spec.N_CLASSES), np.int64)
-    _count(state, np.float32(alive_threshold), targets, counts)
+    _count(kernel_view(state), np.float32(alive_threshold), targets, counts, _row_scratch(state))
     return from_counts(counts)

@@ -15,7 +15,8 @@ from .weights import NCAWeights
 class SimResult:
     """What :func:`simulate` returns.
 
-    state: float32, the input's leading shape + (20,) (e.g. (H, W, 20) or (B, H, W, 20)).
+    state: float32 (float16 with ``storage="float16"``), the input's leading shape + (20,)
+        (e.g. (H, W, 20) or (B, H, W, 20)).
     labels: int8 per-cell labels, leading shape of ``state`` without channels; -1 on dead cells.
     accuracy, agreement: float64 (steps,) percent after each step, when ``labels`` was given
         (index i is after step ``start_step + i + 1``), else None.
@@ -43,14 +44,19 @@ class SimResult:
         return cells * self.steps / self.seconds if self.seconds > 0 else float("inf")
 
 
-def initial_state(gray):
+def initial_state(gray, dtype=np.float32):
     """The initial state of a gray image or batch: gray in channel 0, zeros elsewhere.
 
-    gray: (H, W) or (B, H, W), uint8 or float in [0, 1]. Returns float32 (..., H, W, 20).
+    gray: (H, W) or (B, H, W), uint8 or float in [0, 1]. Returns ``dtype`` (float32 or
+    float16) (..., H, W, 20). Rows are converted in chunks, so no full-size float32
+    copy of the gray input is made (it matters on 10^8-cell worlds).
     """
-    g = _checks.gray_to_float(gray)
-    state = np.zeros(g.shape + (spec.CHANNELS,), np.float32)
-    state[..., spec.GRAY] = g
+    gray = _checks.check_gray(gray)
+    state = np.zeros(gray.shape + (spec.CHANNELS,), dtype)
+    rows_in = gray.reshape(-1, gray.shape[-1])
+    rows_out = state.reshape(-1, gray.shape[-1], spec.CHANNELS)
+    for r0 in range(0, rows_in.shape[0], 1024):
+        rows_out[r0 : r0 + 1024, :, spec.GRAY] = _checks.gray_to_float(rows_in[r0 : r0 + 1024])
     return state
 
 
@@ -109,21 +115,22 @@ def is_state_input(shape, dtype, input_kind):
     return len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS and np.dtype(dtype).kind == "f")
 
 
-def _as_state(x, input_kind):
-    """Return (state (B, H, W, 20) float32 owned copy, leading shape, batched?)."""
+def _as_state(x, input_kind, dtype=np.float32):
+    """Return (state (B, H, W, 20) ``dtype`` owned copy, leading shape, batched?)."""
     arr = np.asarray(x)
     if is_state_input(arr.shape, arr.dtype, input_kind):
-        state, lead = _checks.check_state(arr)
+        state, lead = _checks.check_state(arr, dtype)
         state = state.copy() if np.shares_memory(state, arr) else state
     else:
-        state = initial_state(arr)
+        state = initial_state(arr, dtype)
         lead = state.shape[:-1]
         state = state.reshape((-1,) + state.shape[-3:])
     return state, lead, len(lead) == 3
 
 
 def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
-             start_step=0, threads=None, progress=None, input="auto", callback=None, output="host"):
+             start_step=0, threads=None, progress=None, input="auto", callback=None, output="host",
+             storage="float32"):
     """Run the self-classifying MNIST automaton.
 
     Parameters
@@ -165,6 +172,10 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     output : {"host", "device"}
         numba-cuda only: "device" returns ``state`` and ``labels`` as Numba device arrays
         (wrap them with ``cupy.asarray`` or ``torch.as_tensor`` without a copy).
+    storage : {"float32", "float16"}
+        numba-cpu only: "float16" keeps the state as float16 (half the memory; every
+        step computes in float32 and rounds the updated channels once). ``state`` and
+        the callback's view are then float16.
 
     Returns
     -------
@@ -178,10 +189,13 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
     noise_std = _checks.check_noise(noise, model.noise_std)
     runner_cls = backends.resolve(backend)
+    dtype = _checks.check_storage(storage)
+    if dtype != np.float32 and runner_cls.name != "numba-cpu":
+        raise ValueError(f"storage={storage!r} is implemented by the numba-cpu backend only, not {runner_cls.name!r}")
     if runner_cls.device:
         state, lead, batched = runner_cls.to_device_state(x, input)
     else:
-        state, lead, batched = _as_state(x, input)
+        state, lead, batched = _as_state(x, input, dtype)
     n_b, n_h, n_w, _ = state.shape
     targets = None if labels is None else metrics.prepare_targets(labels, n_b, n_h, n_w, batched)
     if progress is None:

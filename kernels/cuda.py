@@ -22,9 +22,12 @@ Shared memory: tile 18*10*20 + left 18*20 + w2 80*80 + w3 80*19 + b2 + b3 floats
 """
 
 import numpy as np
-from numba import cuda, float32
+from numba import float32
 
 from fastca import metrics, rng, spec
+from fastca._compat import numba_cuda
+
+cuda = numba_cuda()
 
 TX = 8  #: columns per chunk = threadIdx.x (the fastest-varying array axis)
 TY = 16  #: rows per band = threadIdx.y; halo memory is 2/TY of the state
@@ -32,6 +35,9 @@ C = spec.CHANNELS
 HID = spec.HIDDEN
 OUT = spec.MUTABLE
 NTHREADS = TX * TY
+# shared-array shapes must be compile-time literals: plain globals, not expressions in the kernel
+TILE_H = TY + 2
+TILE_W = TX + 2
 
 _cell_labels = cuda.jit(device=True)(metrics.cell_labels_py)
 
@@ -69,8 +75,8 @@ def step_kernel(state, halo, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noi
     b2: (80,); w3: (80, 19); b3: (19,), all float32 device arrays. seed: uint64;
     step: int64; fire_rate, noise_std, alive_thr: float32.
     """
-    tile = cuda.shared.array((TY + 2, TX + 2, C), float32)
-    left = cuda.shared.array((TY + 2, C), float32)
+    tile = cuda.shared.array((TILE_H, TILE_W, C), float32)
+    left = cuda.shared.array((TILE_H, C), float32)
     w2s = cuda.shared.array((HID, HID), float32)
     w3s = cuda.shared.array((HID, OUT), float32)
     b2s = cuda.shared.array(HID, float32)
@@ -125,7 +131,7 @@ def step_kernel(state, halo, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noi
 
         x = x0 + tx
         alive = y < height and x < width and tile[ty + 1, tx + 1, 0] > alive_thr
-        any_alive = cuda.syncthreads_or(alive)
+        any_alive = cuda.syncthreads_or(1 if alive else 0)
         # Keep this chunk's last column (old values) as the next chunk's left neighbour.
         for i in range(tid, (TY + 2) * C, NTHREADS):
             left[i // C, i % C] = tile[i // C, TX, i % C]

@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 from helpers import TOLERANCES, assert_close, random_state
-from numba import cuda
 
 import fastca
+from fastca._compat import numba_cuda
 from fastca.kernels import cuda as kern
+
+cuda = numba_cuda()
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 # Shapes that are not multiples of the (TY, TX) block, 1xN, and batch > 1; kept tiny in the

@@ -1,0 +1,98 @@
+"""State storage types for the CPU kernels: float32, or float16 kept as its uint16 bits.
+
+Numba has no float16 type on the CPU, so a float16 state travels into the kernels as a
+``uint16`` view of the same memory. :func:`load` reads any stored element as float32
+and :func:`store` rounds a float32 back to the storage type; both are resolved at
+compile time from the element type, so the float32 kernels are unchanged (identity)
+and the float16 ones convert with the CPU's F16C instructions (LLVM ``fpext`` /
+``fptrunc``: IEEE round-to-nearest-even, bit-identical to NumPy's ``astype``).
+Arithmetic is always float32.
+"""
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+STORAGE = {"float32": np.float32, "float16": np.float16}  #: public name -> numpy dtype of the state
+
+
+def kernel_view(state):
+    """The array the kernels take: float32 as is, float16 as its uint16 bits (a view, no copy)."""
+    return state.view(np.uint16) if state.dtype == np.float16 else state
+
+
+@intrinsic
+def _half_to_f32(typingctx, h):
+    if h != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _f32_to_half(typingctx, x):
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+def load(v):
+    """float32 value of a stored element (float32, or float16 bits as uint16)."""
+    return np.float32(v)
+
+
+def store(x, like):
+    """``x`` (float32) in the storage type of ``like`` (an element of the target array)."""
+    return x
+
+
+@overload(load, inline="always")
+def _load(v):
+    if v == types.uint16:
+        return lambda v: _half_to_f32(v)
+    if v == types.float32:
+        return lambda v: v
+    return None
+
+
+@overload(store, inline="always")
+def _store(x, like):
+    if like == types.uint16:
+        return lambda x, like: _f32_to_half(np.float32(x))
+    if like == types.float32:
+        return lambda x, like: np.float32(x)
+    return None
+
+
+@numba.njit(cache=True, inline="always")
+def load_row(src, dst):
+    """dst[:, :] = src as float32; src: (W, 20) stored row, dst: (W, 20) float32."""
+    for x in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            dst[x, c] = load(src[x, c])
+
+
+def as_f32_row(src, buf):
+    """A stored (W, 20) row as float32: ``src`` itself when float32, else converted into ``buf``."""
+    return src
+
+
+@overload(as_f32_row, inline="always")
+def _as_f32_row(src, buf):
+    if src.dtype == types.float32:
+        return lambda src, buf: src
+
+    def impl(src, buf):
+        load_row(src, buf)
+        return buf
+
+    return impl
