@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NCAWeights",
+    "PRETRAINED",
     "SimResult",
     "available_backends",
     "data",
@@ -35,13 +36,25 @@ __all__ = [
 ]
 
 
-def pretrained():
-    """The embedded default model (offline).
+#: Embedded models: name -> file in fastca/assets. The first is the default.
+PRETRAINED = {
+    "fastca-mnist": "fastca_mnist.npz",  # trained by fastca itself (see assets/MODEL_CARD.md)
+    "distill-2020": "distill_2020.npz",  # the published Distill model (CC-BY 4.0)
+}
 
-    For now this is the published Distill model (Randazzo et al., 2020, CC-BY 4.0),
-    converted from its TF.js JSON by :func:`load_distill_model`; ``.name`` says so.
+
+def pretrained(name="fastca-mnist"):
+    """An embedded model, offline.
+
+    ``"fastca-mnist"`` (default): trained by ``fastca train`` with the article's recipe on
+    the 60k MNIST training digits; recipe, training time and evaluation in
+    ``fastca/assets/MODEL_CARD.md``. ``"distill-2020"``: the published Distill model
+    (Randazzo et al., 2020, CC-BY 4.0), converted from its TF.js JSON by
+    :func:`load_distill_model`. ``.name`` of the result says which.
     """
     from importlib import resources
 
-    with resources.as_file(resources.files("fastca").joinpath("assets/distill_2020.npz")) as path:
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained model {name!r}; embedded: {', '.join(PRETRAINED)}")
+    with resources.as_file(resources.files("fastca").joinpath("assets", PRETRAINED[name])) as path:
         return NCAWeights.load(path)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 CHECKPOINTS = (1, 10, 25, 50, 100)
+MODEL_HELP = "weights .npz, Distill .json, or an embedded model: fastca-mnist (default), distill-2020"
 
 
 class CLIError(Exception):
@@ -20,6 +21,8 @@ def _model(path):
 
     if path is None:
         return fastca.pretrained()
+    if path in fastca.PRETRAINED:
+        return fastca.pretrained(path)
     if not os.path.exists(path):
         raise CLIError(f"model file not found: {path}")
     if path.endswith(".json"):
@@ -228,7 +231,7 @@ def _parser():
         p.add_argument("--backend", default="auto", help="auto, numba-cpu, numba-cuda or torch")
         p.add_argument("--seed", type=int, default=0, help="random seed (fire masks, noise, layouts, events)")
         p.add_argument("--out", default=out, help=f"output folder (default {out})")
-        p.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
+        p.add_argument("--model", default=None, help=MODEL_HELP)
         p.add_argument("--frame-every", type=int, default=2, help="steps between animation frames (default 2)")
         p.add_argument("--scale", type=int, default=2, help="pixels per cell in pictures (default 2)")
         p.add_argument("--fps", type=int, default=15, help="animation frames per second (default 15)")
@@ -262,7 +265,7 @@ def _parser():
     tr.add_argument("--time-limit", type=float, default=None,
                     help="stop after this many seconds with a checkpoint (continue later with --resume)")
     ev = sub.add_parser("eval", help="the article's evaluation protocol on the MNIST test set")
-    ev.add_argument("--model", default=None, help="weights .npz or Distill .json (default: the embedded model)")
+    ev.add_argument("--model", default=None, help=MODEL_HELP)
     ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
     ev.add_argument("--digits", type=int, default=None, help="only the first N test digits (default all)")
     ev.add_argument("--half", type=int, default=200, help="steps before and after the mutation (default 200)")

@@ -24,7 +24,7 @@ def test_demo_writes_animation_picture_and_metrics(tmp_path):
     out = tmp_path / "demo"
     p = run("demo", "--rows", 1, "--cols", 2, "--steps", 8, "--frame-every", 2, "--scale", 3, "--out", out)
     assert p.returncode == 0, p.stderr
-    assert "accuracy %" in p.stdout and "distill-2020-published" in p.stdout and str(out) in p.stdout
+    assert "accuracy %" in p.stdout and "fastca-mnist" in p.stdout and str(out) in p.stdout
     gif = frames_of(out / "animation.gif")
     assert gif.shape[:3] == (5, 28 * 3, 56 * 3)  # steps 0, 2, 4, 6, 8
     png = iio.imread(out / "final.png")

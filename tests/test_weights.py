@@ -61,8 +61,30 @@ def test_truncated_and_foreign_files(tmp_path, random_weights):
 
 
 def test_pretrained_loads_offline():
-    w = fastca.pretrained()
-    assert w.n_params == 22499 and w.noise_std == 0.02 and w.fire_rate == 0.5
+    for name in fastca.PRETRAINED:
+        w = fastca.pretrained(name)
+        assert w.n_params == 22499 and w.noise_std == 0.02 and w.fire_rate == 0.5
+    assert fastca.pretrained().name == "fastca-mnist"
+    assert fastca.pretrained("distill-2020").name == "distill-2020-published"
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'; embedded: fastca-mnist, distill-2020"):
+        fastca.pretrained("nope")
+
+
+def test_model_card_names_the_embedded_weights():
+    """The model card's sha256 is the embedded default model's file (so card and weights travel together)."""
+    import hashlib
+    from importlib import resources
+
+    assets = resources.files("fastca").joinpath("assets")
+    card = assets.joinpath("MODEL_CARD.md").read_text(encoding="utf-8")
+    digest = hashlib.sha256(assets.joinpath(fastca.PRETRAINED["fastca-mnist"]).read_bytes()).hexdigest()
+    assert digest in card
+
+
+def test_embedded_default_model_classifies_the_embedded_digits():
+    images, labels = fastca.data.sample_digits()
+    r = fastca.simulate(fastca.pretrained(), images, 200, labels=labels, backend="numba-cpu", seed=1)
+    assert r.accuracy[-1] > 90 and r.agreement[-1] > 75  # 256 digits; 10k-digit numbers in MODEL_CARD.md
 
 
 @needs_distill
@@ -70,7 +92,7 @@ def test_load_distill_model_matches_embedded():
     w = fastca.load_distill_model(DISTILL_JSON)
     assert w.w1.shape == (3, 3, 20, 80) and w.w3.shape == (80, 19)
     assert np.float32(w.alive_threshold) == np.float32(0.1)
-    emb = fastca.pretrained()
+    emb = fastca.pretrained("distill-2020")
     for k, v in w.arrays().items():
         np.testing.assert_array_equal(getattr(emb, k), v)
 
