@@ -107,3 +107,27 @@ def test_sparse_step_equals_dense_in_values_and_gradients(shape):
     assert torch.any(dense != state0)
     for a, b in zip(g_sparse, g_dense):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_from_another_device_resumes(tmp_path, train_digits):
+    """A GPU checkpoint (its generator state is CUDA's 16 bytes) continues on the CPU with a fresh stream."""
+    config = TrainConfig(iterations=4, seed=5, **TINY)
+    trainer = Trainer(*train_digits, config)
+    trainer.run(tmp_path, progress=False, stop_at=2)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt["torch_rng"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator state
+    ckpt["config"]["device"] = "cuda"
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    t = Trainer.resume(tmp_path / "checkpoint.pt", *train_digits, device="cpu")
+    assert t.iteration == 2 and t.config.device == "cpu" and t.config.use_sparse and not t.config.use_graph
+    assert torch.equal(t.pool, ckpt["pool"]) and all(g["capturable"] is False for g in t.opt.param_groups)
+    t.run(progress=False)
+    assert t.iteration == 4 and np.all(np.isfinite(t.weights().w1))
+    assert not np.array_equal(t.weights().w3, trainer.weights().w3)
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path, train_digits):
+    config = TrainConfig(iterations=1000, seed=0, **TINY)
+    _, trainer = train(*train_digits, config, out_dir=tmp_path, progress=False, time_limit=0.0)
+    assert trainer.iteration == 1  # the limit is checked after each iteration
+    assert Trainer.resume(tmp_path / "checkpoint.pt", *train_digits).iteration == 1
