@@ -21,7 +21,7 @@ from .storage import load, store
 
 C = spec.CHANNELS
 OUT = spec.MUTABLE
-BLOCK = 64  #: cells per block: large enough for BLAS to run near peak, small enough for L2
+BLOCK = 64  #: cells per block: the block buffers stay in L1/L2 (64 measured faster than 32, 128 or 256)
 
 # No fast-math, not even FMA contraction: the noise (inlined from fastca.rng) must round
 # exactly as it does for the torch backend. The heavy arithmetic is in BLAS anyway.
@@ -33,29 +33,21 @@ def gather(up, cur, down, has_up, has_down, x, p):
     """p[:] = the (180,) perception input of the cell at column x (zeros outside the grid).
 
     ``up``/``cur``/``down`` are the rows above, at and below the cell, (W, 20) each;
-    ``has_up``/``has_down`` are False at the top/bottom edge of the grid. Away from
-    the left and right edges, each kernel row is 60 contiguous floats (cells x-1..x+1,
-    channels last), copied as one run.
+    ``has_up``/``has_down`` are False at the top/bottom edge of the grid.
     """
     width = cur.shape[0]
-    inner = 0 < x < width - 1
     for i in range(3):
         row = up if i == 0 else (cur if i == 1 else down)
         valid = has_up if i == 0 else (True if i == 1 else has_down)
-        base = i * 3 * C
-        if valid and inner:
-            src = row[x - 1 : x + 2].reshape(3 * C)  # contiguous view: (W, 20) rows are C-contiguous
-            for k in range(3 * C):
-                p[base + k] = src[k]
-            continue
         for j in range(3):
             xx = x + j - 1
+            base = (i * 3 + j) * C
             if valid and 0 <= xx < width:
                 for c in range(C):
-                    p[base + j * C + c] = row[xx, c]
+                    p[base + c] = row[xx, c]
             else:
                 for c in range(C):
-                    p[base + j * C + c] = 0.0
+                    p[base + c] = 0.0
 
 
 @jit
@@ -84,30 +76,20 @@ def mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n):
 
 
 @jit
-def block_noise(keys, n, Z):
-    """Z[i, :19] = standard normal draws of the shared generator for the cell keyed keys[i], i < n.
-
-    Z: (BLOCK, 20) float32. The loop runs over the cells for each channel pair, so the
-    branch-free Box-Muller of :func:`fastca.rng.normal_pair` vectorises across cells.
-    """
-    for pair in range((OUT + 1) // 2):
-        for i in range(n):
-            z0, z1 = rng.normal_pair(keys[i], pair)
-            Z[i, 2 * pair] = z0
-            Z[i, 2 * pair + 1] = z1
-
-
-@jit
-def add_update(cell, d, b3, z, noise_std):
-    """The residual add of one updated cell: cell[1:] += (d + b3) + noise_std * z.
+def add_update(cell, d, b3, key, noise_std):
+    """The residual add of one updated cell: cell[1:] += (d + b3) + noise_std * N(0, 1).
 
     cell: (20,) stored state (float32, or float16 bits: the sum is taken in float32 and
-    rounded once); d: the cell's row of mlp_block's output; z: its row of
-    :func:`block_noise` (read only when ``noise_std > 0``).
+    rounded once); d: the cell's row of mlp_block's output; the noise comes from the
+    shared generator with the cell's ``key``.
     """
     if noise_std > 0:
-        for o in range(OUT):
-            cell[1 + o] = store(load(cell[1 + o]) + ((d[o] + b3[o]) + z[o] * noise_std), cell[1 + o])
+        for pair in range((OUT + 1) // 2):
+            z0, z1 = rng.normal_pair(key, pair)
+            o = 2 * pair
+            cell[1 + o] = store(load(cell[1 + o]) + ((d[o] + b3[o]) + z0 * noise_std), cell[1 + o])
+            if o + 1 < OUT:
+                cell[2 + o] = store(load(cell[2 + o]) + ((d[o + 1] + b3[o + 1]) + z1 * noise_std), cell[2 + o])
     else:
         for o in range(OUT):
             cell[1 + o] = store(load(cell[1 + o]) + (d[o] + b3[o]), cell[1 + o])

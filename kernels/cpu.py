@@ -21,21 +21,19 @@ import numpy as np
 
 from fastca import rng, spec
 
-from .cell import BLOCK, add_update, block_noise, gather, mlp_block
+from .cell import BLOCK, add_update, gather, mlp_block
 from .storage import load_row
 
 @numba.njit(cache=True, inline="always")
-def _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, Z, ys, xs, keys, noise_std):
+def _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std):
     mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n)
-    if noise_std > 0:
-        block_noise(keys, n, Z)
     for i in range(n):
-        add_update(state[b, ys[i], xs[i]], D[i], b3, Z[i], noise_std)
+        add_update(state[b, ys[i], xs[i]], D[i], b3, keys[i], noise_std)
 
 
 @numba.njit(cache=True, parallel=True)
 def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr,
-                 bands, halo, ring, P_all, H1_all, H2_all, D_all, Z_all, where):
+                 bands, halo, ring, P_all, H1_all, H2_all, D_all, where):
     """Advance ``state`` by one step in place.
 
     state: (B, H, W, 20) float32, or uint16 holding float16 bits. w1r: (180, 80); b1: (80,); w2: (80, 80); b2: (80,);
@@ -45,8 +43,7 @@ def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_st
     bands: (K, 3) int64 rows (sample, y0, y1). Scratch, T >= the number of Numba
     threads: halo (K, 2, W, 20) and ring (T, 3, W, 20) float32; block buffers
     P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, 19)
-    float32, Z_all (T, BLOCK, 20) float32 noise (separate C-contiguous arrays, so the
-    block loops vectorise); where
+    float32 (separate C-contiguous arrays, so the block loops vectorise); where
     (T, 3, BLOCK) uint64 (row, column and random key of each block cell).
     """
     height = state.shape[1]
@@ -62,7 +59,7 @@ def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_st
     for k in numba.prange(bands.shape[0]):
         tid = numba.get_thread_id()
         b, y0, y1 = bands[k, 0], bands[k, 1], bands[k, 2]
-        P, H1, H2, D, Z = P_all[tid], H1_all[tid], H2_all[tid], D_all[tid], Z_all[tid]
+        P, H1, H2, D = P_all[tid], H1_all[tid], H2_all[tid], D_all[tid]
         ys, xs, keys = where[tid, 0], where[tid, 1], where[tid, 2]
         n = 0
         for y in range(y0, y1):
@@ -85,10 +82,10 @@ def step_inplace(state, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_st
                         ys[n], xs[n], keys[n] = y, x, key
                         n += 1
                         if n == BLOCK:
-                            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, Z, ys, xs, keys, noise_std)
+                            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
                             n = 0
         if n > 0:
-            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, Z, ys, xs, keys, noise_std)
+            _flush(state, b, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
 
 
 def make_bands(batch, height, rows=64):
@@ -103,7 +100,7 @@ def make_bands(batch, height, rows=64):
 
 
 def scratch_buffers(n_bands, width, threads_max):
-    """Allocate the kernel's scratch once per simulation: (halo, ring, P, H1, H2, D, Z, where)."""
+    """Allocate the kernel's scratch once per simulation: (halo, ring, P, H1, H2, D, where)."""
     return (
         np.zeros((n_bands, 2, width, spec.CHANNELS), np.float32),
         np.zeros((threads_max, 3, width, spec.CHANNELS), np.float32),
@@ -111,6 +108,5 @@ def scratch_buffers(n_bands, width, threads_max):
         np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
         np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
         np.zeros((threads_max, BLOCK, spec.MUTABLE), np.float32),
-        np.zeros((threads_max, BLOCK, spec.MUTABLE + 1), np.float32),
         np.zeros((threads_max, 3, BLOCK), np.uint64),
     )
