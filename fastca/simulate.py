@@ -190,10 +190,10 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     noise_std = _checks.check_noise(noise, model.noise_std)
     runner_cls = backends.resolve(backend)
     dtype = _checks.check_storage(storage)
-    if dtype != np.float32 and runner_cls.name != "numba-cpu":
+    if dtype != np.float32 and runner_cls.name not in ("numba-cpu", "numba-cuda"):
         raise ValueError(f"storage={storage!r} is implemented by the numba-cpu backend only, not {runner_cls.name!r}")
     if runner_cls.device:
-        state, lead, batched = runner_cls.to_device_state(x, input)
+        state, lead, batched = runner_cls.to_device_state(x, input, dtype)
     else:
         state, lead, batched = _as_state(x, input, dtype)
     n_b, n_h, n_w, _ = state.shape

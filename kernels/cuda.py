@@ -1,200 +1,437 @@
 """Numba CUDA kernels: one fused, in-place automaton step per launch (plus a halo copy).
 
-Layout and update scheme (the GPU form of the CPU kernel's bands):
+Work split. The grid of one sample is cut into **strips** of ``TW`` columns and each strip
+into **segments** of ``seg_rows`` rows; one thread block owns one (strip, segment, sample)
+and walks down its segment in **sub-tiles** of ``TH`` rows.
 
-- The state ``(B, H, W, 20)`` float32 stays on the device and is updated in place, so
-  device memory holds one state plus 2/TY of it in saved halo rows.
-- One thread block per (band of TY rows, sample). The block sweeps its band left to
-  right in chunks of TX columns. For each chunk it loads a (TY+2) x (TX+2) x 20 tile
-  into shared memory: its own rows from the state (not yet written this step), the
-  row above and below the band from the halo copy that ``save_halo`` made before the
-  step, and the column left of the chunk from the previous chunk's tile (``left``),
-  kept before that chunk was written. So every cell reads step t and writes t+1.
-- The MLP weights (80 -> 80 -> 19 and biases) are staged in shared memory once per
-  block; the perception weights (180 x 80) are read from global memory, where every
-  thread of a warp reads the same element (a broadcast).
-- A chunk whose tile interior has no alive cell is skipped (``syncthreads_or``).
-- Random numbers come from :mod:`fastca.rng`, the same functions the CPU kernel calls,
-  so fire masks are bit-identical to numba-cpu and torch.
+Old values (every cell reads step t and writes step t+1, in place). Before the step,
+``save_halos`` copies the rows and columns on each side of every segment and strip
+boundary (``rowhalo``, ``colhalo``), so a block reads its neighbours' cells from those
+copies. Inside its own segment, a block loads each sub-tile's rows (plus one row above
+and below and one column left and right: the **ring**, float32, in shared memory)
+before it writes any of them: updates only go to rows whose cells have all been
+gathered, and the row above a sub-tile is carried over from the previous ring.
 
-Shared memory: tile 18*10*20 + left 18*20 + w2 80*80 + w3 80*19 + b2 + b3 floats
-= 48,076 bytes, inside the 48 KiB of static shared memory every CUDA GPU offers.
+Compaction and blocked MLP. Per sub-tile, the cells that are alive and fire are
+compacted (a shared-memory counter), and their 3x3x20 neighbourhoods gathered from the
+ring into a **chunk** of ``M`` rows of 180 inputs. When a chunk is full (or the segment
+ends) the block runs the MLP on it as three register-tiled matrix products: thread
+``(cg, og)`` owns cells ``cg + NCG*r`` and outputs ``og + NOG*q`` (``r < NC``,
+``q < NO``), reads its inputs from the chunk in shared memory (row stride ``S`` = 181,
+odd, so the warp's rows fall in different banks) and the weights from global memory
+(L1-cached; each warp reads a few consecutive weights per input), and keeps its
+``NC x NO`` accumulators in registers. The hidden activations go back into the chunk;
+then noise (the shared generator, :mod:`fastca.rng`) and the residual add are written
+to the state. Fire masks are therefore bit-identical to numba-cpu and torch.
+
+Memory: the state plus the halo copies, ``2 / seg_rows + 2 / TW`` of it (1.125x at
+``seg_rows`` = 32), in the state's storage type (float32, or float16: loads widen to
+float32 and each updated channel is rounded once, as on the CPU).
+Shared memory per block: ring 6*34*20 + chunk 32*181 floats + index lists = 41.5 KB,
+under the 48 KB of static shared memory that needs no opt-in.
 """
 
 import numpy as np
-from numba import float32
+from numba import float32, int32, uint64
 
-from fastca import metrics, rng, spec
+from fastca import rng, spec
 from fastca._compat import numba_cuda
 
 cuda = numba_cuda()
 
-TX = 8  #: columns per chunk = threadIdx.x (the fastest-varying array axis)
-TY = 16  #: rows per band = threadIdx.y; halo memory is 2/TY of the state
 C = spec.CHANNELS
 HID = spec.HIDDEN
 OUT = spec.MUTABLE
-NTHREADS = TX * TY
-# shared-array shapes must be compile-time literals: plain globals, not expressions in the kernel
-TILE_H = TY + 2
-TILE_W = TX + 2
+PIN = spec.PERCEPTION_IN
+PAIRS = (OUT + 1) // 2
+TW = 32  #: strip width: columns per block
+TH = 4  #: rows per sub-tile
+M = 32  #: cells per MLP chunk
+S = PIN + 1  #: row stride of the chunk buffer (odd: conflict-free shared-memory rows)
+SUB = TH * TW  #: cells per sub-tile
+# shared-array sizes must be compile-time literals: plain module globals
+RING_W = TW + 2
+RING_H = TH + 2
+RING_SIZE = RING_H * RING_W * C
+CHUNK_SIZE = M * S
+SHARED_BYTES = 4 * (RING_SIZE + CHUNK_SIZE) + 12 * SUB + 16 * M + 4
 
-_cell_labels = cuda.jit(device=True)(metrics.cell_labels_py)
+#: thread layouts (cell groups NCG, output groups NOG); threads per block = NCG * NOG
+LAYOUTS = {"64": (8, 8), "128": (8, 16)}
+DEFAULT_LAYOUT = "128"
+
+
+def _make_step(ncg, nog, half, mode=0):
+    """Compile-time specialisation of the step kernel for one thread layout and storage type.
+
+    ``mode`` exists for the benchmark's time breakdown only: 1 skips the MLP (the update
+    adds stale values), 2 skips gathering and the MLP; 0 is the real kernel.
+    """
+    nt = ncg * nog
+    nc = M // ncg  # cells per thread
+    no1 = HID // nog  # hidden outputs per thread
+    no3 = -(-OUT // nog)  # outputs of the last layer per thread
+    per_row = TW * C // nt  # interior ring values each thread loads per row
+    cast = np.float16 if half else np.float32
+    # Hot loops index with unsigned integers: Numba wraps negative signed indices around
+    # (`i < 0 ? i + n : i`), five integer instructions per load, which an unsigned index
+    # skips. Every operand must then be unsigned (uint64 mixed with int64 gives float64).
+    u = np.uint64
+    U0, U1, UC, US, UHID, UOUT = u(0), u(1), u(C), u(S), u(HID), u(OUT)
+    UNT, UNCG, UNOG, UNC, UNO1, UNO3, UPER = u(nt), u(ncg), u(nog), u(nc), u(no1), u(no3), u(per_row)
+    UPIN, UCS = u(PIN), u(ncg * S)
+
+    def make_loader(n_rows):
+        """Device function loading ring rows r0..r0+n_rows-1: every load issued before any store."""
+        n_vals = n_rows * per_row  # local-array sizes must be plain constants, not expressions
+
+        @cuda.jit(device=True)
+        def load(state, rowhalo, colhalo, ring, r0, b, seg, strip, y0, ys0, ys1, height, width, n_rb, n_cb):
+            tid = cuda.threadIdx.x
+            x0 = strip * TW
+            n_strip = -(-width // TW)
+            lim = (width - x0) * C  # interior values inside the grid
+            vals = cuda.local.array(n_vals, float32)
+            edge = cuda.local.array(n_rows, float32)
+            utid = u(tid)
+            ulim = u(max(lim, 0))
+            for rr in range(u(n_rows)):
+                gy = y0 - 1 + r0 + np.int64(rr)
+                inside = 0 <= gy < height
+                above = inside and gy < ys0  # the row above the segment: saved by save_halos
+                below = inside and gy == ys1  # the row below it
+                mine = inside and ys0 <= gy < ys1
+                src = rowhalo if above or below else state
+                base = ((b * height + gy) * width + x0) * C
+                if above:
+                    base = ((b * n_rb + seg - 1) * 2 * width + x0) * C
+                elif below:
+                    base = (((b * n_rb + seg) * 2 + 1) * width + x0) * C
+                ubase = u(max(base, 0)) + utid
+                for j in range(UPER):
+                    v = float32(0.0)
+                    if (mine or above or below) and utid + UNT * j < ulim:
+                        v = float32(src[ubase + UNT * j])
+                    vals[rr * UPER + j] = v
+                v = float32(0.0)
+                if tid < 2 * C and inside:
+                    side = tid // C
+                    c = tid - side * C
+                    if side == 0 and strip > 0:
+                        v = float32(colhalo[u((((b * n_cb + strip - 1) * 2) * height + gy) * C + c)])
+                    elif side == 1 and strip + 1 < n_strip:
+                        v = float32(colhalo[u((((b * n_cb + strip) * 2 + 1) * height + gy) * C + c)])
+                edge[rr] = v
+            for rr in range(u(n_rows)):
+                row = (u(r0) + rr) * u(RING_W * C)
+                for j in range(UPER):
+                    ring[row + UC + utid + UNT * j] = vals[rr * UPER + j]
+                if tid < 2 * C:
+                    side = tid // C
+                    ring[row + u(side * (TW + 1) * C + tid - side * C)] = edge[rr]
+
+        return load
+
+    load_two = make_loader(2)
+    load_sub = make_loader(TH)
+
+    @cuda.jit(device=True)
+    def flush(state, base_b, height, width, count, chunk, slot_y, slot_x, slot_key, w1, b1, w2, b2, w3, b3,
+              noise_std):
+        """MLP of the ``count`` gathered cells of ``chunk`` and their residual update (the whole block)."""
+        tid = cuda.threadIdx.x
+        cg = tid % ncg
+        og = tid // ncg
+        acc = cuda.local.array((nc, no1), float32)
+        a = cuda.local.array(nc, float32)
+        wv = cuda.local.array(no1, float32)
+        an = cuda.local.array(nc, float32)
+        wn = cuda.local.array(no1, float32)
+        if mode == 0:
+            row0 = u(cg) * US  # chunk row of this thread's first cell; cell r is UCS further on
+            col0 = u(og)  # this thread's first output; output q is UNOG further on
+            for layer in range(2):
+                n_in = UPIN if layer == 0 else UHID
+                w = w1 if layer == 0 else w2
+                bias = b1 if layer == 0 else b2
+                for q in range(UNO1):
+                    bq = bias[col0 + UNOG * q]
+                    for r in range(UNC):
+                        acc[r, q] = bq
+                for r in range(UNC):
+                    a[r] = chunk[row0 + UCS * r]
+                for q in range(UNO1):
+                    wv[q] = w[col0 + UNOG * q]
+                for k in range(n_in):
+                    # fetch the next input's operands before this one's products (hides their latency)
+                    kn = k + U1 if k + U1 < n_in else k
+                    for r in range(UNC):
+                        an[r] = chunk[row0 + UCS * r + kn]
+                    for q in range(UNO1):
+                        wn[q] = w[kn * UHID + col0 + UNOG * q]
+                    for r in range(UNC):
+                        for q in range(UNO1):
+                            acc[r, q] += a[r] * wv[q]
+                    for r in range(UNC):
+                        a[r] = an[r]
+                    for q in range(UNO1):
+                        wv[q] = wn[q]
+                cuda.syncthreads()  # every thread has read the layer's inputs
+                for r in range(UNC):
+                    for q in range(UNO1):
+                        chunk[row0 + UCS * r + col0 + UNOG * q] = max(acc[r, q], float32(0.0))
+                cuda.syncthreads()
+            acc3 = cuda.local.array((nc, no3), float32)
+            wv3 = cuda.local.array(no3, float32)
+            for q in range(UNO3):
+                for r in range(UNC):
+                    acc3[r, q] = 0.0
+            for k in range(UHID):
+                for r in range(UNC):
+                    a[r] = chunk[row0 + UCS * r + k]
+                for q in range(UNO3):
+                    o = col0 + UNOG * q
+                    wv3[q] = w3[k * UOUT + o] if o < UOUT else float32(0.0)
+                for r in range(UNC):
+                    for q in range(UNO3):
+                        acc3[r, q] += a[r] * wv3[q]
+            cuda.syncthreads()
+            for r in range(UNC):
+                for q in range(UNO3):
+                    o = col0 + UNOG * q
+                    if o < UOUT:
+                        chunk[row0 + UCS * r + o] = acc3[r, q]
+            cuda.syncthreads()
+        # residual add: one (cell, channel pair) per item
+        for i in range(tid, count * PAIRS, nt):
+            m = i // PAIRS
+            pair = i - m * PAIRS
+            cell = ((base_b + slot_y[m]) * width + slot_x[m]) * C
+            o = 2 * pair
+            d0 = chunk[m * S + o] + b3[o]
+            d1 = float32(0.0)
+            if o + 1 < OUT:
+                d1 = chunk[m * S + o + 1] + b3[o + 1]
+            if noise_std > 0:
+                z0, z1 = rng.normal_pair(slot_key[m], pair)
+                d0 = d0 + z0 * noise_std
+                d1 = d1 + z1 * noise_std
+            state[cell + 1 + o] = cast(float32(state[cell + 1 + o]) + d0)
+            if o + 1 < OUT:
+                state[cell + 2 + o] = cast(float32(state[cell + 2 + o]) + d1)
+        cuda.syncthreads()  # the chunk is free again
+
+    @cuda.jit
+    def step(state, rowhalo, colhalo, height, width, n_rb, n_cb, w1, b1, w2, b2, w3, b3, seed, step_idx, fire_rate,
+             noise_std, alive_thr, seg_rows, b_off, origin_b, origin_y, origin_x):
+        """One in-place step of the cells of one (strip, segment, sample); run ``save_halos`` first.
+
+        Grid (strips, segments, samples - b_off), block (NCG * NOG,). Arrays are flat views:
+        state (B*H*W*20,) float32 or float16 ((B, H, W, 20) C order); rowhalo
+        ((B, n_rb, 2, W, 20) flattened) and colhalo ((B, n_cb, 2, H, 20) flattened), same
+        dtype. Weights: w1 (180*80,), b1 (80,), w2 (80*80,), b2 (80,), w3 (80*19,), b3 (19,),
+        flat float32 in (in, out) order. seed: uint64; step_idx: int64; fire_rate, noise_std,
+        alive_thr: float32; seg_rows: rows per segment; b_off: first sample of this launch;
+        origin_*: global coordinates of cell (0, 0, 0) for the random keys.
+        """
+        ring = cuda.shared.array(RING_SIZE, float32)
+        chunk = cuda.shared.array(CHUNK_SIZE, float32)
+        sub_pos = cuda.shared.array(SUB, int32)
+        sub_key = cuda.shared.array(SUB, uint64)
+        slot_y = cuda.shared.array(M, int32)
+        slot_x = cuda.shared.array(M, int32)
+        slot_key = cuda.shared.array(M, uint64)
+        counter = cuda.shared.array(1, int32)
+
+        tid = cuda.threadIdx.x
+        strip = cuda.blockIdx.x
+        seg = cuda.blockIdx.y
+        b = cuda.blockIdx.z + b_off
+        x0 = strip * TW
+        ys0 = seg * seg_rows
+        ys1 = min(ys0 + seg_rows, height)
+        count = 0
+        for y0 in range(ys0, ys1, TH):
+            if tid == 0:
+                counter[0] = 0
+            # Ring rows r = 0..TH+1 hold global rows y0-1+r, columns 0..TW+1 global x0-1+col.
+            if y0 == ys0:
+                load_two(state, rowhalo, colhalo, ring, 0, b, seg, strip, y0, ys0, ys1, height, width, n_rb, n_cb)
+            else:  # rows y0-1 (old values, maybe written since) and y0 (unwritten) from the previous ring
+                for i in range(tid, 2 * RING_W * C, nt):
+                    ring[i] = ring[TH * RING_W * C + i]
+                cuda.syncthreads()  # rows TH, TH+1 are reloaded below
+            load_sub(state, rowhalo, colhalo, ring, 2, b, seg, strip, y0, ys0, ys1, height, width, n_rb, n_cb)
+            cuda.syncthreads()
+            # Compact the cells of this sub-tile that are alive and fire.
+            for i in range(tid, SUB, nt):
+                r = 1 + i // TW
+                col = 1 + i - (r - 1) * TW
+                gy = y0 - 1 + r
+                gx = x0 - 1 + col
+                if gy < ys1 and gx < width and ring[(r * RING_W + col) * C] > alive_thr:
+                    key = np.uint64(rng.cell_key(seed, step_idx, origin_b + b, origin_y + gy, origin_x + gx))
+                    if rng.fire_uniform(key) <= fire_rate:
+                        j = cuda.atomic.add(counter, 0, 1)
+                        sub_pos[j] = r * RING_W + col
+                        sub_key[j] = key
+            cuda.syncthreads()
+            n = counter[0] if mode != 2 else 0
+            # Gather their neighbourhoods into the chunk; run the MLP whenever it is full.
+            done = 0
+            while done < n:
+                take = min(n - done, M - count)
+                for i in range(tid, take * 9, nt):  # one (cell, neighbour) per item, 20 channels each
+                    j = i // 9
+                    ij = i - 9 * j
+                    di = ij // 3
+                    src = u((sub_pos[done + j] + (di - 1) * RING_W + (ij - 3 * di - 1)) * C)
+                    dst = u((count + j) * S + ij * C)
+                    for c in range(UC):
+                        chunk[dst + c] = ring[src + c]
+                for i in range(tid, take, nt):
+                    p = sub_pos[done + i]
+                    slot_y[count + i] = y0 - 1 + p // RING_W
+                    slot_x[count + i] = x0 - 1 + p % RING_W
+                    slot_key[count + i] = sub_key[done + i]
+                count += take
+                done += take
+                if count == M:
+                    cuda.syncthreads()
+                    flush(state, b * height, height, width, count, chunk, slot_y, slot_x, slot_key,
+                          w1, b1, w2, b2, w3, b3, noise_std)
+                    count = 0
+            cuda.syncthreads()  # ring, counter and lists are rewritten by the next sub-tile
+        if count > 0:
+            flush(state, b * height, height, width, count, chunk, slot_y, slot_x, slot_key,
+                  w1, b1, w2, b2, w3, b3, noise_std)
+
+    return step
+
+
+_STEP_CACHE = {}
+
+
+def step_kernel(layout=DEFAULT_LAYOUT, half=False, mode=0):
+    """The compiled step kernel for a thread layout (a key of LAYOUTS) and storage (float16 if ``half``)."""
+    key = (layout, bool(half), mode)
+    if key not in _STEP_CACHE:
+        _STEP_CACHE[key] = _make_step(*LAYOUTS[layout], bool(half), mode)
+    return _STEP_CACHE[key]
+
+
+def threads_per_block(layout=DEFAULT_LAYOUT):
+    ncg, nog = LAYOUTS[layout]
+    return ncg * nog
 
 
 @cuda.jit
-def save_halo(state, halo):
-    """halo[b, k, 0] = row k*TY-1 and halo[b, k, 1] = row (k+1)*TY of sample b (when inside).
+def save_halos(state, rowhalo, colhalo, seg_rows):
+    """Copy the cells on both sides of every segment and strip boundary, one cell per item.
 
-    state: (B, H, W, 20) float32; halo: (B, K, 2, W, 20) float32, K = ceil(H / TY).
+    rowhalo[b, s, 0] = row (s+1)*seg_rows - 1 and rowhalo[b, s, 1] = row (s+1)*seg_rows
+    (boundary s, between segments s and s+1); colhalo[b, l, 0] = column (l+1)*TW - 1 and
+    colhalo[b, l, 1] = column (l+1)*TW (boundary l, between strips l and l+1).
     """
     n_b, height, width = state.shape[0], state.shape[1], state.shape[2]
-    n_k = halo.shape[1]
+    n_rb = -(-height // seg_rows) - 1
+    n_cb = -(-width // TW) - 1
+    n_rows = n_b * n_rb * 2 * width
+    n_cols = n_b * n_cb * 2 * height
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
-    total = n_b * n_k * 2 * width
-    while i < total:
-        x = i % width
-        t = i // width
-        side = t % 2
-        t = t // 2
-        k = t % n_k
-        b = t // n_k
-        y = k * TY - 1 if side == 0 else (k + 1) * TY
-        if 0 <= y < height:
-            for c in range(C):
-                halo[b, k, side, x, c] = state[b, y, x, c]
+    while i < n_rows + n_cols:
+        if i < n_rows:
+            x = i % width
+            t = i // width
+            side = t % 2
+            t = t // 2
+            s = t % n_rb
+            b = t // n_rb
+            y = (s + 1) * seg_rows - 1 + side
+            if y < height:
+                for c in range(C):
+                    rowhalo[b, s, side, x, c] = state[b, y, x, c]
+        else:
+            j = i - n_rows
+            y = j % height
+            t = j // height
+            side = t % 2
+            t = t // 2
+            ll = t % n_cb
+            b = t // n_cb
+            x = (ll + 1) * TW - 1 + side
+            if x < width:
+                for c in range(C):
+                    colhalo[b, ll, side, y, c] = state[b, y, x, c]
         i += stride
 
 
-@cuda.jit
-def step_kernel(state, halo, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr):
-    """One in-place step. Launch with grid (K, B) and block (TX, TY); run ``save_halo`` first.
-
-    state: (B, H, W, 20); halo: (B, K, 2, W, 20); w1r: (180, 80); b1: (80,); w2: (80, 80);
-    b2: (80,); w3: (80, 19); b3: (19,), all float32 device arrays. seed: uint64;
-    step: int64; fire_rate, noise_std, alive_thr: float32.
-    """
-    tile = cuda.shared.array((TILE_H, TILE_W, C), float32)
-    left = cuda.shared.array((TILE_H, C), float32)
-    w2s = cuda.shared.array((HID, HID), float32)
-    w3s = cuda.shared.array((HID, OUT), float32)
-    b2s = cuda.shared.array(HID, float32)
-    b3s = cuda.shared.array(OUT, float32)
-    h1 = cuda.local.array(HID, float32)
-    h2 = cuda.local.array(HID, float32)
-
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    k = cuda.blockIdx.x
-    b = cuda.blockIdx.y
-    height = state.shape[1]
-    width = state.shape[2]
-    y0 = k * TY
-    y = y0 + ty
-
-    # Stage the MLP weights once per block; the grid's left edge is zero padding.
-    for i in range(tid, HID * HID, NTHREADS):
-        w2s[i // HID, i % HID] = w2[i // HID, i % HID]
-    for i in range(tid, HID * OUT, NTHREADS):
-        w3s[i // OUT, i % OUT] = w3[i // OUT, i % OUT]
-    for i in range(tid, HID, NTHREADS):
-        b2s[i] = b2[i]
-    for i in range(tid, OUT, NTHREADS):
-        b3s[i] = b3[i]
-    for i in range(tid, (TY + 2) * C, NTHREADS):
-        left[i // C, i % C] = 0.0
-    cuda.syncthreads()
-
-    for x0 in range(0, width, TX):
-        # Load tile columns 1..TX+1 (global x0..x0+TX); column 0 is the saved `left`.
-        for i in range(tid, (TY + 2) * (TX + 1) * C, NTHREADS):
-            c = i % C
-            t = i // C
-            q = 1 + t % (TX + 1)
-            r = t // (TX + 1)
-            gy = y0 - 1 + r
-            gx = x0 - 1 + q
-            v = float32(0.0)
-            if gx < width and 0 <= gy < height:
-                if r == 0:
-                    v = halo[b, k, 0, gx, c]
-                elif r == TY + 1:
-                    v = halo[b, k, 1, gx, c]
-                else:
-                    v = state[b, gy, gx, c]
-            tile[r, q, c] = v
-        for i in range(tid, (TY + 2) * C, NTHREADS):
-            tile[i // C, 0, i % C] = left[i // C, i % C]
-        cuda.syncthreads()
-
-        x = x0 + tx
-        alive = y < height and x < width and tile[ty + 1, tx + 1, 0] > alive_thr
-        any_alive = cuda.syncthreads_or(1 if alive else 0)
-        # Keep this chunk's last column (old values) as the next chunk's left neighbour.
-        for i in range(tid, (TY + 2) * C, NTHREADS):
-            left[i // C, i % C] = tile[i // C, TX, i % C]
-        if any_alive and alive:
-            key = np.uint64(rng.cell_key(seed, step, b, y, x))  # the simulator returns a Python int
-            if rng.fire_uniform(key) <= fire_rate:
-                _update_cell(tile, ty, tx, w1r, b1, w2s, b2s, w3s, b3s, h1, h2, key, noise_std, state, b, y, x)
-        cuda.syncthreads()
+def halo_shapes(batch, height, width, seg_rows):
+    """(rowhalo shape, colhalo shape) for a (batch, height, width) grid; at least one boundary each."""
+    n_rb = max(1, -(-height // seg_rows) - 1)
+    n_cb = max(1, -(-width // TW) - 1)
+    return (batch, n_rb, 2, width, C), (batch, n_cb, 2, height, C)
 
 
-@cuda.jit(device=True, inline=True)
-def _update_cell(tile, ty, tx, w1r, b1, w2s, b2s, w3s, b3s, h1, h2, key, noise_std, state, b, y, x):
-    """Perception from the shared tile, the MLP, noise, and the residual add into the state."""
-    for o in range(HID):
-        acc = b1[o]
-        for i in range(3):
-            for j in range(3):
-                base = (i * 3 + j) * C
-                for c in range(C):
-                    acc += tile[ty + i, tx + j, c] * w1r[base + c, o]
-        h1[o] = max(acc, float32(0.0))
-    for o in range(HID):
-        acc = b2s[o]
-        for i in range(HID):
-            acc += h1[i] * w2s[i, o]
-        h2[o] = max(acc, float32(0.0))
-    for pair in range((OUT + 1) // 2):
-        z0, z1 = rng.normal_pair(key, pair)
-        for o in range(2 * pair, min(2 * pair + 2, OUT)):
-            acc = float32(0.0)
-            for i in range(HID):
-                acc += h2[i] * w3s[i, o]
-            ds = acc + b3s[o]
-            if noise_std > 0:
-                ds += (z0 if o == 2 * pair else z1) * noise_std
-            state[b, y, x, 1 + o] += ds
+def choose_seg_rows(batch, height, width, sms):
+    """Rows per segment: the largest of 128, 64, 32, 16 that still gives about 32 blocks per SM."""
+    strips = -(-width // TW)
+    for rows in (128, 64, 32):
+        if batch * strips * -(-height // rows) >= 32 * sms:
+            return rows
+    return 16
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _cell_of(i, height, width):
     """(sample, row, column) of flat cell index i in a (B, H, W) grid."""
     return i // (width * height), (i // width) % height, i % width
 
 
+@cuda.jit(device=True)
+def _label(state, b, y, x):
+    """(argmax of the class channels, the same or 10 when all are negative): spec's label rule."""
+    best = 0
+    value = float32(state[b, y, x, spec.CLASS_START])
+    for d in range(1, spec.N_CLASSES):
+        v = float32(state[b, y, x, spec.CLASS_START + d])
+        if v > value:
+            value = v
+            best = d
+    return best, (best if value >= 0 else spec.N_CLASSES)
+
+
 @cuda.jit
 def count_kernel(state, alive_thr, targets, counts):
-    """Per-sample counts for the metrics: counts[b] = [alive, correct, cells per label 0..9].
+    """Per-sample counts for the metrics: counts[b] += [alive, correct, cells per label 0..9].
 
-    state: (B, H, W, 20) float32; targets: (B, H, W) int16; counts: (B, 12) int64, zeroed.
+    Grid (blocks per sample, B). state: (B, H, W, 20) float32/float16; targets: (B, H, W)
+    int16 (-1: no target); counts: (B, 12) int64, zeroed by the caller. Each block sums in
+    shared memory first, so the global atomics do not all hit the same 12 words.
     """
-    n_b, height, width = state.shape[0], state.shape[1], state.shape[2]
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < n_b * height * width:
-        b, y, x = _cell_of(i, height, width)
-        if state[b, y, x, 0] > alive_thr:
-            label, label11 = _cell_labels(state[b, y, x])
-            cuda.atomic.add(counts, (b, 0), 1)
+    local = cuda.shared.array(12, int32)
+    tid = cuda.threadIdx.x
+    if tid < 12:
+        local[tid] = 0
+    cuda.syncthreads()
+    b = cuda.blockIdx.y
+    height, width = state.shape[1], state.shape[2]
+    i = cuda.blockIdx.x * cuda.blockDim.x + tid
+    while i < height * width:
+        y = i // width
+        x = i - y * width
+        if float32(state[b, y, x, 0]) > alive_thr:
+            label, label11 = _label(state, b, y, x)
+            cuda.atomic.add(local, 0, 1)
             if label == targets[b, y, x]:
-                cuda.atomic.add(counts, (b, 1), 1)
+                cuda.atomic.add(local, 1, 1)
             if label11 < spec.N_CLASSES:
-                cuda.atomic.add(counts, (b, 2 + label11), 1)
-        i += stride
+                cuda.atomic.add(local, 2 + label11, 1)
+        i += cuda.gridDim.x * cuda.blockDim.x
+    cuda.syncthreads()
+    if tid < 12 and local[tid] != 0:
+        cuda.atomic.add(counts, (b, tid), local[tid])
 
 
 @cuda.jit
@@ -205,30 +442,38 @@ def label_kernel(state, alive_thr, out):
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
         b, y, x = _cell_of(i, height, width)
-        if state[b, y, x, 0] > alive_thr:
-            out[b, y, x] = _cell_labels(state[b, y, x])[0]
+        if float32(state[b, y, x, 0]) > alive_thr:
+            out[b, y, x] = _label(state, b, y, x)[0]
         else:
-            out[b, y, x] = metrics.DEAD
+            out[b, y, x] = -1
         i += stride
 
 
 @cuda.jit
 def init_kernel(gray, scale, state):
-    """state = initial state of ``gray`` (B, H, W) (uint8 or float): channel 0 = gray * scale."""
+    """state = initial state of ``gray`` (B, H, W): channel 0 = gray / scale (255 for uint8, else 1)."""
     n_b, height, width = state.shape[0], state.shape[1], state.shape[2]
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
         b, y, x = _cell_of(i, height, width)
-        state[b, y, x, 0] = float32(gray[b, y, x]) * scale
+        state[b, y, x, 0] = float32(gray[b, y, x]) / scale
         for c in range(1, C):
             state[b, y, x, c] = 0.0
         i += stride
 
 
-def halo_shape(batch, height, width):
-    """Shape of the halo buffer for a (batch, height, width) grid."""
-    return (batch, -(-height // TY), 2, width, C)
+@cuda.jit
+def convert_kernel(src, dst):
+    """dst = src rounded to dst's type (a float32 state into float16 storage), one cell per item."""
+    n_b, height, width = src.shape[0], src.shape[1], src.shape[2]
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n_b * height * width:
+        b, y, x = _cell_of(i, height, width)
+        for c in range(C):
+            dst[b, y, x, c] = src[b, y, x, c]
+        i += stride
 
 
 def launch_1d(n, threads=256):

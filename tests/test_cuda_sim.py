@@ -53,4 +53,5 @@ def test_gpu_check_script_smoke_under_simulator():
                        text=True, timeout=900, cwd=root)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     table = p.stdout.strip().splitlines()
-    assert table[-2].split()[:2] == ["size", "backend"] and table[-1].split()[:2] == ["16", "numba-cuda"]
+    assert table[-2].split()[:2] == ["side", "backend"] and table[-1].split()[:2] == ["16", "numba-cuda"]
+    assert "ERROR" not in p.stdout

@@ -9,3 +9,5 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("FASTCA_CUDA_TESTS") != "1":
     collect_ignore_glob = ["test_*.py"]
+elif os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    collect_ignore = ["test_cuda_gpu.py"]  # real-GPU checks: far too slow for the simulator
