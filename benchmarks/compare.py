@@ -18,7 +18,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024, help="world side in cells (default 1024)")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--backends", default="numba-cpu,torch")
+    parser.add_argument("--backends", default=",".join(fastca.available_backends()),
+                        help="comma-separated backends (default: every backend usable here)")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per backend; the best is kept")
     args = parser.parse_args(argv)
     names = args.backends.split(",")
@@ -39,8 +40,8 @@ def main(argv=None):
         states[name] = res.state
         gflops = updates * fastca.spec.FLOP_PER_CELL / best / 1e9
         print(f"{name:>10}: {rates[name]:.3e} cell-steps/s ({best:.2f} s; {gflops:.1f} GFLOP/s on updated cells)")
-    if len(names) == 2:
-        a, b = names
+    a = names[0]
+    for b in names[1:]:
         same = (fastca.label_map(states[a][None]) == fastca.label_map(states[b][None])).mean()
         print(f"ratio {a}/{b}: {rates[a] / rates[b]:.2f}x  (final labels identical on {same:.4%} of cells)")
 

@@ -89,16 +89,17 @@ def kernel_resources(runner):
 
 
 def time_numba_cuda(cuda, model, gray, steps, storage="float32", layout=None, mode=0):
-    from fastca.backends import NumbaCUDA
+    from fastca.backends.base import Params
+    from fastca.backends.numba_cuda import NumbaCUDA
 
     dtype = np.float16 if storage == "float16" else np.float32
     state_bytes = gray.size * 20 * np.dtype(dtype).itemsize
     d_gray = cuda.to_device(gray)
     cuda.synchronize()
     free0 = free_memory(cuda)
-    state, _, _ = NumbaCUDA.to_device_state(d_gray, "gray", dtype)
-    runner = NumbaCUDA(model, state, 0, model.fire_rate, model.noise_std, model.alive_threshold, layout=layout,
-                       mode=mode)
+    state, _, _ = NumbaCUDA.to_state(d_gray, "gray", dtype)
+    params = Params(0, model.fire_rate, model.noise_std, model.alive_threshold)
+    runner = NumbaCUDA(model, state, params, layout=layout, mode=mode)
     del d_gray
     runner.step(0)  # JIT compile outside the timing
     runner.step(1)
@@ -116,7 +117,7 @@ def time_numba_cuda(cuda, model, gray, steps, storage="float32", layout=None, mo
         row["device_bytes"] = used
         row["device_mem_over_state"] = used / state_bytes
         row["grew_during_steps_bytes"] = free1 - free2
-    labels = runner.result("device")[1]
+    labels = runner.labels()
     row["alive_after"] = float(np.mean(labels.copy_to_host() >= 0))
     del runner, state, labels
     return row

@@ -1,6 +1,6 @@
 """Scaling study: throughput and memory against grid size, threads, backend and world kind.
 
-    python -m benchmarks.scaling --out benchmarks/scaling_results [--max-size 8192] [--torch-max 2048]
+    python -m benchmarks.scaling --out benchmarks/scaling_results [--max-size 8192] [--slow-max 2048]
 
 Each point runs in a fresh process (benchmarks/memory.py) so its memory high-water mark
 is its own. Worlds: "dense" (a digit in every tile), "sparse" (one tile in four),
@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 
+import fastca
 from benchmarks.machine import metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ def point(backend, size, world, threads, steps, limit_gib):
     return json.loads(lines[-1])
 
 
-def plots(rows, out):
+def plots(rows, out, fast, reference):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +46,7 @@ def plots(rows, out):
     for backend, world, threads in series:
         pts = sorted((r["size"] ** 2, r) for r in ok if (r["backend"], r["world"], r["threads"]) == (backend, world, threads))
         cells = [c for c, _ in pts]
-        style = "-" if backend == "numba-cpu" else "--"
+        style = "-" if backend == fast else "--"
         label = f"{backend} {world} {threads}t"
         axes[0].plot(cells, [r["cell_steps_per_s"] for _, r in pts], style, marker="o", label=label)
         axes[1].plot(cells, [r["peak_rss"] - r["rss_before"] for _, r in pts], style, marker="o", label=label)
@@ -55,15 +56,15 @@ def plots(rows, out):
         for threads in sorted({r["threads"] for r in ok}):
             pairs = []
             for r in ok:
-                if (r["backend"], r["world"], r["threads"]) == ("numba-cpu", world, threads):
+                if (r["backend"], r["world"], r["threads"]) == (fast, world, threads):
                     t = [q for q in ok if (q["backend"], q["world"], q["threads"], q["size"]) ==
-                         ("torch", world, threads, r["size"])]
+                         (reference, world, threads, r["size"])]
                     if t:
                         pairs.append((r["size"] ** 2, r["cell_steps_per_s"] / t[0]["cell_steps_per_s"]))
             if pairs:
                 pairs.sort()
                 axes[2].plot(*zip(*pairs), marker="o", label=f"{world} {threads}t")
-    titles = ("throughput (cell-steps/s)", "resident memory growth (bytes)", "numba-cpu speedup vs torch")
+    titles = ("throughput (cell-steps/s)", "resident memory growth (bytes)", f"{fast} speedup vs {reference}")
     for ax, title in zip(axes, titles):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -80,7 +81,10 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/scaling_results")
     parser.add_argument("--min-size", type=int, default=256)
     parser.add_argument("--max-size", type=int, default=8192)
-    parser.add_argument("--torch-max", type=int, default=2048, help="largest side timed on torch (it is slow)")
+    parser.add_argument("--backends", default=",".join(fastca.available_backends()),
+                        help="backends to time, fastest first (default: every backend usable here)")
+    parser.add_argument("--slow-max", type=int, default=2048,
+                        help="largest side timed on the backends after the first (the slow references)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--worlds", default="dense,sparse,blank")
     parser.add_argument("--limit-gib", type=float, default=21.0)
@@ -92,14 +96,15 @@ def main(argv=None):
     while s <= args.max_size:
         sizes.append(s)
         s *= 2
+    names = args.backends.split(",")
     rows = []
     for size in sizes:
         for world in args.worlds.split(","):
             for threads in (1, 2):
-                for backend in ("numba-cpu", "torch"):
-                    if backend == "torch" and size > args.torch_max:
+                for i, backend in enumerate(names):
+                    if i > 0 and size > args.slow_max:
                         continue
-                    steps = args.steps if backend == "numba-cpu" else max(1, min(args.steps, 2))
+                    steps = args.steps if i == 0 else max(1, min(args.steps, 2))
                     row = point(backend, size, world, threads, steps, args.limit_gib)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -111,7 +116,7 @@ def main(argv=None):
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    plots(rows, args.out)
+    plots(rows, args.out, names[0], names[-1])
     print(f"wrote {args.out}/scaling.json, scaling.csv, scaling.png")
 
 

@@ -14,6 +14,7 @@ from .backends import available_backends
 from .distill import load_distill_model
 from .metrics import label_map, step_metrics
 from .simulate import SimResult, initial_state, mutate, simulate
+from .simulation import Simulation
 from .weights import NCAWeights
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "NCAWeights",
     "PRETRAINED",
     "SimResult",
+    "Simulation",
     "available_backends",
     "data",
     "initial_state",

@@ -72,7 +72,7 @@ def gray_to_float(gray):
     """
     gray = check_gray(gray)
     if gray.dtype == np.uint8:
-        return gray.astype(np.float32) / np.float32(255)
+        return spec.unit_gray(gray)
     gray = gray.astype(np.float32)
     if not np.all(np.isfinite(gray)):
         raise ValueError("gray input contains NaN or inf")

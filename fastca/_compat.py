@@ -1,18 +1,5 @@
-"""Import shims for third-party packages."""
+"""Import shims for third-party packages (the numba-cuda one lives with the kernels)."""
 
+from .kernels._numba_cuda import numba_cuda
 
-def numba_cuda():
-    """Return ``numba.cuda``.
-
-    Some numba-cuda releases register an overload for ``np.row_stack`` when their array
-    module is imported; NumPy 2.4 and later no longer have it, so the import fails
-    (seen on an H200 machine with NumPy 2.5). Alias it to ``np.vstack`` (what it was)
-    before importing.
-    """
-    import numpy as np
-
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
-    from numba import cuda
-
-    return cuda
+__all__ = ["numba_cuda"]

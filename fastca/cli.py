@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from . import backends
+
 CHECKPOINTS = (1, 10, 25, 50, 100)
 MODEL_HELP = "weights .npz, Distill .json, or an embedded model: fastca-mnist (default), distill-2020"
 
@@ -222,13 +224,16 @@ def cmd_eval(args):
     return 0
 
 
+BACKEND_HELP = "auto (the fastest usable here) or one of: " + ", ".join(backends.names())
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="fastca", description="Fast neural cellular automata (self-classifying MNIST).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, steps, out):
         p.add_argument("--steps", type=int, default=steps, help=f"steps to run (default {steps})")
-        p.add_argument("--backend", default="auto", help="auto, numba-cpu, numba-cuda or torch")
+        p.add_argument("--backend", default="auto", help=BACKEND_HELP)
         p.add_argument("--seed", type=int, default=0, help="random seed (fire masks, noise, layouts, events)")
         p.add_argument("--out", default=out, help=f"output folder (default {out})")
         p.add_argument("--model", default=None, help=MODEL_HELP)
@@ -269,9 +274,9 @@ def _parser():
     ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
     ev.add_argument("--digits", type=int, default=None, help="only the first N test digits (default all)")
     ev.add_argument("--half", type=int, default=200, help="steps before and after the mutation (default 200)")
-    ev.add_argument("--backend", default="numba-cpu")
+    ev.add_argument("--backend", default="auto", help=BACKEND_HELP)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--storage", default="float32", help="float32 or float16 state storage (numba-cpu)")
+    ev.add_argument("--storage", default="float32", help="float32 or float16 state storage (where the backend has it)")
     ev.add_argument("--out", default="fastca-eval")
     return parser
 

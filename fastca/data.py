@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from . import spec
+
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -82,7 +84,7 @@ def alive_mask(gray, alive_threshold=0.1):
 
     gray: uint8 array of any shape (as the simulator converts it).
     """
-    return np.asarray(gray).astype(np.float32) / np.float32(255) > np.float32(alive_threshold)
+    return spec.is_alive(spec.unit_gray(np.asarray(gray)), np.float32(alive_threshold))
 
 
 def mnist_world(images, labels, height, width, *, seed=None):

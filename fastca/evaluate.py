@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from .data import alive_mask
-from .simulate import mutate, simulate
+from . import spec
+from .simulation import Simulation
 
 
 @dataclasses.dataclass
@@ -64,35 +64,31 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
     """Run the protocol on (images (N, 28, 28) uint8, labels (N,)).
 
     Every digit runs ``half`` steps, is mutated into a random other test digit (drawn
-    from ``seed``), and runs ``half`` more; digits are processed in batches of ``batch``
-    (the metrics are summed over batches exactly as over one batch; the random keys use
-    the sample index within its batch, so results depend on ``batch`` as on ``seed``).
-    ``storage="float16"`` (numba-cpu) keeps the states as float16. Returns an Evaluation.
+    from ``seed``), and runs ``half`` more. Digits are processed in batches of ``batch``,
+    each one resident :class:`fastca.Simulation` keyed by the digits' indices in the whole
+    set (``origin``), so the results do not depend on ``batch``; the metrics are summed
+    over batches. ``storage="float16"`` keeps the states as float16. Returns an Evaluation.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(images)
     if n == 0:
         raise ValueError("no digits to evaluate")
     perm = np.random.default_rng([seed, 0x3A7]).integers(0, n, n)
-    alive_sum = np.zeros(2 * half)
-    correct_sum = np.zeros(2 * half)
-    agree_sum = np.zeros(2 * half)
+    correct = np.zeros(2 * half, np.int64)
+    targeted = np.zeros(2 * half, np.int64)
+    agreeing = np.zeros(2 * half, np.int64)
     name = getattr(model, "name", "model")
     used = backend
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
-        for phase, (imgs, tgts) in enumerate([(images[lo:hi], labels[lo:hi]), (images[perm[lo:hi]], labels[perm[lo:hi]])]):
-            if phase == 0:
-                r = simulate(model, imgs, half, labels=tgts, backend=backend, seed=seed, progress=progress,
-                             storage=storage)
-            else:
-                r = simulate(model, mutate(r.state, imgs), half, labels=tgts, backend=backend, seed=seed,
-                             start_step=half, progress=progress, storage=storage)
-            used = r.backend
-            # alive cells do not change within a phase
-            alive = float(alive_mask(imgs, model.alive_threshold).sum())
+        sim = Simulation(model, images[lo:hi], backend=backend, seed=seed, storage=storage, origin=(lo, 0, 0))
+        used = sim.backend
+        for phase, tgts in enumerate((labels[lo:hi], labels[perm[lo:hi]])):
+            if phase == 1:
+                sim.mutate(images[perm[lo:hi]])
+            c = sim.run(half, targets=tgts, progress=progress)  # (half, batch, 13)
             sl = slice(phase * half, (phase + 1) * half)
-            alive_sum[sl] += alive
-            correct_sum[sl] += r.accuracy / 100 * alive
-            agree_sum[sl] += r.agreement / 100 * (hi - lo)
-    return Evaluation(100 * correct_sum / alive_sum, 100 * agree_sum / n, half, name, used, seed, n)
+            correct[sl] += c[..., 1].sum(axis=1)
+            targeted[sl] += c[..., spec.COUNT_TARGETED].sum(axis=1)
+            agreeing[sl] += (c[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == c[..., 0]).sum(axis=1)
+    return Evaluation(100 * correct / targeted, 100 * agreeing / n, half, name, used, seed, n)

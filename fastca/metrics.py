@@ -9,33 +9,21 @@ from .kernels.storage import as_f32_row, kernel_view
 DEAD = -1  #: label of a dead cell in label maps
 
 
-def cell_labels_py(cell):
-    """(argmax of the 10 class channels, the same or 10 when all are negative) of a (20,) cell.
-
-    Plain Python, compiled below for the CPU and by the CUDA kernels as a device function.
-    """
-    best = 0
-    value = cell[spec.CLASS_START]
-    for d in range(1, spec.N_CLASSES):
-        v = cell[spec.CLASS_START + d]
-        if v > value:
-            value = v
-            best = d
-    return best, (best if value >= 0 else spec.N_CLASSES)
-
-
-cell_labels = numba.njit(cache=True, inline="always")(cell_labels_py)
+cell_labels = numba.njit(cache=True, inline="always")(spec.label_of)  # the label rule, compiled
+_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
 
 
 @numba.njit(cache=True, inline="always")
 def _count_row(row, alive_thr, target_row, counts):
-    """Adds one (W, 20) float32 row's cells to ``counts`` (12,): alive, correct, cells per label."""
+    """Adds one (W, 20) float32 row's cells to ``counts`` (13,), the layout of spec.N_COUNTS."""
     for x in range(row.shape[0]):
-        if row[x, 0] > alive_thr:
+        if _alive(row[x, 0], alive_thr):
             label, label11 = cell_labels(row[x])
             counts[0] += 1
-            if label == target_row[x]:
-                counts[1] += 1
+            if target_row[x] >= 0:
+                counts[spec.COUNT_TARGETED] += 1
+                if label == target_row[x]:
+                    counts[1] += 1
             if label11 < spec.N_CLASSES:
                 counts[2 + label11] += 1
 
@@ -43,12 +31,12 @@ def _count_row(row, alive_thr, target_row, counts):
 @numba.njit(cache=True, inline="always")
 def _label_row(row, alive_thr, out_row):
     for x in range(row.shape[0]):
-        out_row[x] = cell_labels(row[x])[0] if row[x, 0] > alive_thr else DEAD
+        out_row[x] = cell_labels(row[x])[0] if _alive(row[x, 0], alive_thr) else DEAD
 
 
 @numba.njit(cache=True, parallel=True)
 def _count(state, alive_thr, targets, counts, rows):
-    """Per-sample counts (B, 12), zeroed by the caller: [alive, correct, cells per label 0..9].
+    """Per-sample counts (B, 13), zeroed by the caller, in the layout of spec.N_COUNTS.
 
     state: float32, or uint16 float16 bits (rows then go through ``rows``, (T, W, 20)
     float32 scratch). The CUDA backend's count_kernel fills the same layout;
@@ -108,16 +96,22 @@ def prepare_targets(labels, batch, height, width, batched):
 
 
 def from_counts(counts):
-    """(accuracy %, agreement %) from per-sample counts (B, 12): [alive, correct, cells per label 0..9].
+    """(accuracy %, agreement %) from per-sample counts (B, 13) in the layout of :data:`fastca.spec.N_COUNTS`.
 
-    A sample agrees when one label holds all its alive cells (cells with all-negative
-    class channels hold no label), as in :func:`step_metrics`. NaN accuracy when no cell is alive.
+    Accuracy: correctly labelled / alive cells that have a target (NaN when there are
+    none). A sample agrees when one label holds all its alive cells (cells with
+    all-negative class channels hold no label); a sample without alive cells agrees.
     """
-    n_alive, n_correct = counts[:, 0], counts[:, 1]
-    total = n_alive.sum()
-    accuracy = 100.0 * n_correct.sum() / total if total else float("nan")
-    agree = counts[:, 2:].max(axis=1) == n_alive
-    return accuracy, 100.0 * agree.mean()
+    counts = np.asarray(counts)
+    n_alive, n_correct, n_targeted = counts[..., 0], counts[..., 1], counts[..., spec.COUNT_TARGETED]
+    total = n_targeted.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(total > 0, 100.0 * n_correct.sum(axis=-1) / np.maximum(total, 1), np.nan)
+    agree = counts[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == n_alive
+    agreement = 100.0 * agree.mean(axis=-1)
+    if counts.ndim == 2:
+        return float(accuracy), float(agreement)
+    return accuracy, agreement
 
 
 def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
@@ -128,6 +122,12 @@ def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
     taken as argmax over ``[class channels * alive, dead]`` (so an alive cell with
     all-negative class channels agrees with nobody). NaN accuracy when no cell is alive.
     """
-    counts = np.zeros((state.shape[0], 2 + spec.N_CLASSES), np.int64)
-    _count(kernel_view(state), np.float32(alive_threshold), targets, counts, _row_scratch(state))
-    return from_counts(counts)
+    return from_counts(counts(state, targets, alive_threshold))
+
+
+def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
+    """Per-sample counts (B, 13) int64 of a (B, H, W, 20) float32/float16 state against a
+    (B, H, W) int16 target map (-1: no target), in the layout of :data:`fastca.spec.N_COUNTS`."""
+    out = np.zeros((state.shape[0], spec.N_COUNTS), np.int64)
+    _count(kernel_view(state), np.float32(alive_threshold), targets, out, _row_scratch(state))
+    return out

@@ -115,13 +115,13 @@ def normal_pair(key, pair):
 
 
 @numba.njit(cache=True, parallel=True)
-def _uniform_grid(seed, step, out):
+def _uniform_grid(seed, step, origin, out):
     n_b, n_h, n_w = out.shape
     for row in numba.prange(n_b * n_h):
         b = np.int64(row) // n_h
         y = np.int64(row) - b * n_h
         for x in range(n_w):
-            out[b, y, x] = fire_uniform(cell_key(seed, step, b, y, x))
+            out[b, y, x] = fire_uniform(cell_key(seed, step, origin[0] + b, origin[1] + y, origin[2] + x))
 
 
 @numba.njit(cache=True, parallel=True)
@@ -135,16 +135,23 @@ def _noise_at(seed, step, bs, ys, xs, std, out):
                 out[i, 2 * pair + 1] = z1 * std
 
 
-def uniform(seed, step, shape):
-    """Fire draws for a (B, H, W) grid at one step: float32 array in [0, 1)."""
+def _origin(origin):
+    return np.asarray(origin, np.int64).reshape(3)
+
+
+def uniform(seed, step, shape, origin=(0, 0, 0)):
+    """Fire draws for a (B, H, W) grid at one step: float32 array in [0, 1).
+
+    ``origin``: global (sample, row, column) of the grid's first cell.
+    """
     out = np.empty(tuple(shape), np.float32)
-    _uniform_grid(np.uint64(seed), np.int64(step), out)
+    _uniform_grid(np.uint64(seed), np.int64(step), _origin(origin), out)
     return out
 
 
-def fire_mask(seed, step, alive, fire_rate):
+def fire_mask(seed, step, alive, fire_rate, origin=(0, 0, 0)):
     """Update mask ``(u <= fire_rate) & alive``; ``alive`` is a (B, H, W) bool array."""
-    return (uniform(seed, step, alive.shape) <= np.float32(fire_rate)) & alive
+    return (uniform(seed, step, alive.shape, origin) <= np.float32(fire_rate)) & alive
 
 
 def noise_at(seed, step, b, y, x, std, channels=19):
@@ -155,7 +162,7 @@ def noise_at(seed, step, b, y, x, std, channels=19):
     return out
 
 
-def normal_grid(seed, step, shape, channels=19):
+def normal_grid(seed, step, shape, channels=19, origin=(0, 0, 0)):
     """Standard normal draws for every cell of a (B, H, W) grid: float32 (B, H, W, channels)."""
-    b, y, x = np.indices(tuple(shape)).reshape(3, -1)
+    b, y, x = np.indices(tuple(shape)).reshape(3, -1) + _origin(origin)[:, None]
     return noise_at(seed, step, b, y, x, 1.0, channels).reshape(tuple(shape) + (channels,))

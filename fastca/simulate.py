@@ -1,14 +1,16 @@
-"""``simulate`` and ``mutate``: the public way to run the automaton."""
+"""``simulate`` and ``mutate``: the one-call way to run the automaton (a thin wrapper of
+:class:`fastca.Simulation`)."""
 
-import contextlib
 import dataclasses
-import sys
 import time
 
 import numpy as np
 
-from . import _checks, backends, metrics, spec
-from .weights import NCAWeights
+from . import _checks, metrics, spec
+from ._state import initial_state, is_state_input, mutate_host
+from .simulation import Simulation
+
+__all__ = ["SimResult", "initial_state", "is_state_input", "mutate", "simulate"]
 
 
 @dataclasses.dataclass
@@ -44,94 +46,27 @@ class SimResult:
         return cells * self.steps / self.seconds if self.seconds > 0 else float("inf")
 
 
-def initial_state(gray, dtype=np.float32):
-    """The initial state of a gray image or batch: gray in channel 0, zeros elsewhere.
-
-    gray: (H, W) or (B, H, W), uint8 or float in [0, 1]. Returns ``dtype`` (float32 or
-    float16) (..., H, W, 20). Rows are converted in chunks, so no full-size float32
-    copy of the gray input is made (it matters on 10^8-cell worlds).
-    """
-    gray = _checks.check_gray(gray)
-    state = np.zeros(gray.shape + (spec.CHANNELS,), dtype)
-    rows_in = gray.reshape(-1, gray.shape[-1])
-    rows_out = state.reshape(-1, gray.shape[-1], spec.CHANNELS)
-    for r0 in range(0, rows_in.shape[0], 1024):
-        rows_out[r0 : r0 + 1024, :, spec.GRAY] = _checks.gray_to_float(rows_in[r0 : r0 + 1024])
-    return state
-
-
 def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
     """Replace the digit under a state, as in the article's mutation experiments.
 
     state: (..., H, W, 20) float. new_gray: matching (..., H, W), uint8 or float in [0, 1].
     Returns a new float32 state whose channel 0 is the new gray and whose channels
-    1..19 are kept only where the new digit is alive (zero elsewhere).
+    1..19 are kept only where the new digit is alive (zero elsewhere). For a state that
+    lives in a :class:`fastca.Simulation`, use :meth:`fastca.Simulation.mutate`.
     """
     flat, lead = _checks.check_state(state)
     g = _checks.gray_to_float(new_gray)
     if g.shape != lead:
         raise ValueError(f"new_gray must have shape {lead} to match the state, got {g.shape}")
     out = flat.reshape(lead + (spec.CHANNELS,)).copy()
-    out[..., spec.GRAY] = g
-    out[..., 1:] *= (g > np.float32(alive_threshold))[..., None]
+    mutate_host(out.reshape((-1,) + out.shape[-3:]), g.reshape((-1,) + g.shape[-2:]), alive_threshold)
     return out
-
-
-@contextlib.contextmanager
-def _threads(n, with_torch):
-    """Temporarily set the Numba (and, if ``with_torch``, torch) thread counts (None: leave as is)."""
-    if n is None:
-        yield
-        return
-    import numba
-
-    if not (isinstance(n, int) and 1 <= n <= numba.config.NUMBA_NUM_THREADS):
-        raise ValueError(f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS}, got {n!r}")
-    old = numba.get_num_threads()
-    numba.set_num_threads(n)
-    torch = None
-    if with_torch or "torch" in sys.modules:  # never import torch just to set its threads
-        import torch
-
-        old_torch = torch.get_num_threads()
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
-        if torch is not None:
-            torch.set_num_threads(old_torch)
-
-
-def is_state_input(shape, dtype, input_kind):
-    """Whether an input of this shape and dtype is a full state (else a gray image or batch).
-
-    "auto": 4 dimensions, or 3 with 20 float channels last; "state"/"gray" force the choice.
-    """
-    if input_kind not in ("auto", "gray", "state"):
-        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
-    if input_kind != "auto":
-        return input_kind == "state"
-    return len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS and np.dtype(dtype).kind == "f")
-
-
-def _as_state(x, input_kind, dtype=np.float32):
-    """Return (state (B, H, W, 20) ``dtype`` owned copy, leading shape, batched?)."""
-    arr = np.asarray(x)
-    if is_state_input(arr.shape, arr.dtype, input_kind):
-        state, lead = _checks.check_state(arr, dtype)
-        state = state.copy() if np.shares_memory(state, arr) else state
-    else:
-        state = initial_state(arr, dtype)
-        lead = state.shape[:-1]
-        state = state.reshape((-1,) + state.shape[-3:])
-    return state, lead, len(lead) == 3
 
 
 def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
              start_step=0, threads=None, progress=None, input="auto", callback=None, output="host",
-             storage="float32"):
-    """Run the self-classifying MNIST automaton.
+             storage="float32", origin=(0, 0, 0)):
+    """Run the self-classifying MNIST automaton for ``steps`` steps.
 
     Parameters
     ----------
@@ -145,9 +80,10 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         with ``__cuda_array_interface__``) are accepted and copied on the device.
     steps : int
         Number of steps (>= 0).
-    backend : {"auto", "numba-cpu", "numba-cuda", "torch"}
-        "auto" is ``$FASTCA_BACKEND`` when set, else numba-cuda when a GPU is usable,
-        else numba-cpu (the choice is logged on the "fastca" logger and in ``.backend``).
+    backend : str
+        "auto" (``$FASTCA_BACKEND`` when set, else the fastest usable backend: numba-cuda
+        on a GPU, else numba-cpu; logged on the "fastca" logger and in ``.backend``) or a
+        name from :func:`fastca.available_backends`.
     seed : int
         Seed of the shared counter-based generator: the same seed gives the same
         fire masks on every backend.
@@ -156,8 +92,9 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     noise : None, bool or float
         Residual noise std; None uses ``model.noise_std``, False/0 disables it.
     labels : optional
-        Target digits, per sample (int or (B,)) or per cell ((H, W) / (B, H, W), -1 for
-        none). When given, per-step accuracy and agreement are recorded.
+        Target digits, per sample (int or (B,)) or per cell ((H, W) / (B, H, W); -1 for
+        none: such cells are neither right nor wrong). When given, per-step accuracy and
+        agreement are recorded (counted on the backend, read once at the end).
     start_step : int
         Index of the first step, for the random keys (continue a run with the same stream).
     threads : int, optional
@@ -170,70 +107,34 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         ``callback(step, state)`` after every step, ``state`` a (B, H, W, 20) numpy view
         valid only during the call (copy it to keep it); on numba-cuda, a host copy.
     output : {"host", "device"}
-        numba-cuda only: "device" returns ``state`` and ``labels`` as Numba device arrays
+        "device" (numba-cuda) returns ``state`` and ``labels`` as Numba device arrays
         (wrap them with ``cupy.asarray`` or ``torch.as_tensor`` without a copy).
     storage : {"float32", "float16"}
-        numba-cpu only: "float16" keeps the state as float16 (half the memory; every
-        step computes in float32 and rounds the updated channels once). ``state`` and
-        the callback's view are then float16.
+        "float16" (numba-cpu, numba-cuda) keeps the state as float16 (half the memory;
+        every step computes in float32 and rounds the updated channels once). ``state``
+        and the callback's view are then float16.
+    origin : (int, int, int)
+        Global (sample, row, column) of ``x``'s first cell, for the random keys: a block
+        cut from a larger grid with a margin of k cells, run k steps with its origin,
+        equals the whole grid's run in its interior, bit for bit.
 
     Returns
     -------
     SimResult
     """
-    if not isinstance(model, NCAWeights):
-        raise TypeError(f"model must be NCAWeights (see fastca.pretrained()), got {type(model).__name__}")
     steps = _checks.check_steps(steps)
-    start_step = _checks.check_steps(start_step)
-    seed = _checks.check_seed(seed)
-    fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
-    noise_std = _checks.check_noise(noise, model.noise_std)
-    runner_cls = backends.resolve(backend)
-    dtype = _checks.check_storage(storage)
-    if dtype != np.float32 and runner_cls.name not in ("numba-cpu", "numba-cuda"):
-        raise ValueError(f"storage={storage!r} is implemented by the numba-cpu backend only, not {runner_cls.name!r}")
-    if runner_cls.device:
-        state, lead, batched = runner_cls.to_device_state(x, input, dtype)
-    else:
-        state, lead, batched = _as_state(x, input, dtype)
-    n_b, n_h, n_w, _ = state.shape
-    targets = None if labels is None else metrics.prepare_targets(labels, n_b, n_h, n_w, batched)
-    if progress is None:
-        progress = n_b * n_h * n_w * steps > 2e8
-    acc = np.full(steps, np.nan) if targets is not None else None
-    agr = np.full(steps, np.nan) if targets is not None else None
-    with _threads(threads, runner_cls.name == "torch"):
-        runner = runner_cls(model, state, seed, fire_rate, noise_std, model.alive_threshold)
-        if targets is not None:
-            runner.set_targets(targets)
-        bar = _progress_bar(steps, runner.name) if progress else None
-        t0 = time.perf_counter()
-        for i in range(steps):
-            runner.step(start_step + i)
-            if targets is not None:
-                acc[i], agr[i] = runner.metrics()
-            if callback is not None:
-                callback(start_step + i + 1, runner.numpy())
-            if bar is not None:
-                bar.update(1)
-        final, label_map = runner.result(output)  # waits for the device, so inside the timing
-        seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-    return SimResult(
-        state=final.reshape(lead + (spec.CHANNELS,)),
-        labels=label_map.reshape(lead),
-        accuracy=acc,
-        agreement=agr,
-        backend=runner.name,
-        steps=steps,
-        start_step=start_step,
-        seed=seed,
-        seconds=seconds,
-    )
-
-
-def _progress_bar(total, backend):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"fastca[{backend}]", unit="step")
+    sim = Simulation(model, x, backend=backend, seed=seed, storage=storage, origin=origin, fire_rate=fire_rate,
+                     noise=noise, start_step=start_step, input=input, threads=threads)
+    sim._check_output(output)  # before the work, not after it
+    targets = None if labels is None else sim.targets(labels)
+    t0 = time.perf_counter()
+    counts = sim.run(steps, callback=callback, progress=progress, targets=targets)
+    state = sim.state(output, copy=False)  # waits for the device, so inside the timing
+    label_map = sim.labels(output)
+    seconds = time.perf_counter() - t0
+    acc = agr = None
+    if counts is not None:
+        acc, agr = metrics.from_counts(counts)
+        acc, agr = np.atleast_1d(np.asarray(acc, np.float64)), np.atleast_1d(np.asarray(agr, np.float64))
+    return SimResult(state=state, labels=label_map, accuracy=acc, agreement=agr, backend=sim.backend, steps=steps,
+                     start_step=sim.t - steps, seed=sim.params.seed, seconds=seconds)

@@ -19,13 +19,23 @@ One step (synchronous: every cell reads step t and writes step t+1)
     4. ``ds += noise_std * N(0, 1)`` per cell and channel (``noise_std`` 0.02 by default).
     5. ``m = (u <= fire_rate) & alive`` with ``u ~ U[0, 1)`` per cell and step.
     6. ``s[..., 1:] += ds * m``.
+Input
+    A uint8 gray value ``g`` is the float32 ``g / 255`` (IEEE division, the same bits on every
+    backend, host or device): :func:`unit_gray`.
+Labels
+    A cell's label is the argmax of its class channels (the first on ties); it is
+    "undecided" (:data:`N_CLASSES`) for the agreement count when all of them are negative:
+    :func:`label_of`.
 Randomness
     ``u`` and the noise come from the counter-based generator in :mod:`fastca.rng`,
-    keyed by (seed, step, sample, y, x[, channel]) in global coordinates, so every
-    backend draws the same numbers for the same seed.
+    keyed by (seed, step, sample, y, x[, channel]) in global coordinates (a grid cut from a
+    larger one passes its ``origin``), so every backend draws the same numbers for the
+    same seed, and a piece of a grid the same numbers as the whole grid.
 Numerics
     float32 storage and float32 accumulation, no fast-math.
 """
+
+import numpy as np
 
 CHANNELS = 20  #: channels per cell
 GRAY = 0  #: index of the immutable gray channel
@@ -56,3 +66,41 @@ WEIGHT_SHAPES = {
     "w3": (HIDDEN, MUTABLE),
     "b3": (MUTABLE,),
 }
+
+GRAY_LEVELS = 255  #: uint8 gray g means g / GRAY_LEVELS
+
+#: Per-sample counts behind the metrics, in this order: alive cells, alive cells labelled
+#: as their target, alive cells per label 0..9 (undecided cells in none), alive cells that
+#: have a target (a target of -1 means none: such a cell is neither right nor wrong).
+N_COUNTS = 2 + N_CLASSES + 1
+COUNT_TARGETED = N_COUNTS - 1
+
+
+# The rules below are plain Python: NumPy and torch call them on arrays, and the kernels
+# compile the very same functions (numba.njit on the CPU, device functions on CUDA).
+
+
+def is_alive(gray, threshold):
+    """The alive rule: ``gray > threshold`` (both float32; arrays or scalars)."""
+    return gray > threshold
+
+
+def unit_gray(g):
+    """A uint8 gray value (or array) as float32 in [0, 1]: ``float32(g) / float32(255)``."""
+    return np.float32(g) / np.float32(GRAY_LEVELS)
+
+
+def label_of(cell):
+    """(label, label or N_CLASSES): the argmax of a cell's class channels, and the same
+    with N_CLASSES ("undecided") when every class channel is negative.
+
+    ``cell``: the (20,) channels of one cell (or any array indexed the same way).
+    """
+    best = 0
+    value = cell[CLASS_START]
+    for d in range(1, N_CLASSES):
+        v = cell[CLASS_START + d]
+        if v > value:
+            value = v
+            best = d
+    return best, (best if value >= 0 else N_CLASSES)

@@ -44,7 +44,7 @@ class TorchNCA(nn.Module):
             model.out.bias.copy_(torch.tensor(weights.b3))
         return model
 
-    def to_weights(self, name="torch") -> NCAWeights:
+    def to_weights(self, name="trained") -> NCAWeights:
         """Export the parameters as canonical :class:`NCAWeights`."""
 
         def np_(t):
@@ -100,7 +100,7 @@ class TorchNCA(nn.Module):
 
     def alive(self, state):
         """(B, H, W) bool: gray > alive threshold."""
-        return state[..., spec.GRAY] > self.alive_threshold
+        return spec.is_alive(state[..., spec.GRAY], self.alive_threshold)
 
     def forward(self, state, fire_mask=None, noise=None, generator=None):
         """One synchronous step: (B, H, W, 20) float32 -> (B, H, W, 20).
@@ -122,21 +122,22 @@ class TorchNCA(nn.Module):
         return torch.cat([state[..., :1], state[..., 1:] + ds * mask], dim=-1)
 
 
-def shared_randomness(seed, step, state_np, fire_rate, noise_std, alive_threshold):
+def shared_randomness(seed, step, state_np, fire_rate, noise_std, alive_threshold, origin=(0, 0, 0)):
     """Fire mask and noise from the shared generator, as torch tensors for :meth:`TorchNCA.forward`.
 
-    state_np: (B, H, W, 20) float32 numpy. Noise is drawn only where the mask is set
-    (elsewhere it is multiplied by zero anyway). Returns (mask (B, H, W) bool,
-    noise (B, H, W, 19) float32 or None).
+    state_np: (B, H, W, 20) float32 numpy; origin: global (sample, row, column) of its
+    first cell. Noise is drawn only where the mask is set (elsewhere it is multiplied by
+    zero anyway). Returns (mask (B, H, W) bool, noise (B, H, W, 19) float32 or None).
     """
     from . import rng
 
-    alive = state_np[..., spec.GRAY] > np.float32(alive_threshold)
-    mask = rng.fire_mask(seed, step, alive, fire_rate)
+    alive = spec.is_alive(state_np[..., spec.GRAY], np.float32(alive_threshold))
+    mask = rng.fire_mask(seed, step, alive, fire_rate, origin)
     noise = None
     if noise_std > 0:
         b, y, x = np.nonzero(mask)
         dense = np.zeros(mask.shape + (spec.MUTABLE,), np.float32)
-        dense[b, y, x] = rng.noise_at(seed, step, b, y, x, noise_std, spec.MUTABLE)
+        ob, oy, ox = (int(v) for v in origin)
+        dense[b, y, x] = rng.noise_at(seed, step, b + ob, y + oy, x + ox, noise_std, spec.MUTABLE)
         noise = torch.from_numpy(dense)
     return torch.from_numpy(mask), noise

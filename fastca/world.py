@@ -27,9 +27,8 @@ import os
 import numba
 import numpy as np
 
-from . import data, metrics, spec
-from . import _checks
-from .simulate import initial_state, mutate, simulate
+from . import _checks, data, spec
+from .simulation import Simulation, stroke_mask
 
 EVENT_TYPES = ("erase", "stroke", "replace", "replace_all")
 
@@ -106,12 +105,12 @@ def components(alive):
     return out, n
 
 
-def digit_metrics(state, comp, n_comp, targets, alive_threshold=spec.ALIVE_THRESHOLD):
+def digit_metrics(labels, comp, n_comp, targets):
     """Per component: (digit (n,), cells (n,), correct (n,), agree (n,) bool).
 
-    A component's digit is the most common target among its cells.
+    labels: (H, W) int8 label map (-1 dead); comp: (H, W) component ids (0 = none). A
+    component's digit is the most common target among its cells.
     """
-    labels = metrics.label_map(state[None], alive_threshold)[0]
     ids = comp.ravel()
     keep = ids > 0
     ids, lab, tgt = ids[keep] - 1, labels.ravel()[keep].astype(np.int64), targets.ravel()[keep].astype(np.int64)
@@ -121,7 +120,7 @@ def digit_metrics(state, comp, n_comp, targets, alive_threshold=spec.ALIVE_THRES
     cells = votes.sum(1)
     correct = np.bincount(ids, weights=(lab == digit[ids]), minlength=n_comp).astype(np.int64)
     per_label = np.zeros((n_comp, spec.N_CLASSES), np.int64)
-    np.add.at(per_label, (ids, lab), 1)
+    np.add.at(per_label, (ids, np.clip(lab, 0, 9)), 1)
     agree = per_label.max(1) == cells
     return digit, cells, correct, agree
 
@@ -150,9 +149,14 @@ def load_events(source):
     return sorted(events, key=lambda e: e["step"])
 
 
-def apply_event(state, world, event, rng):
-    """Apply one event to an (H, W, 20) state in place-free fashion; returns (new state, resolved events)."""
-    h, w = state.shape[:2]
+def apply_event(sim, world, event, rng):
+    """Apply one event to a running :class:`fastca.Simulation` of ``world`` (in place, on its
+    backend); returns the resolved events (random choices filled in).
+
+    The new gray is computed on the host world and only the changed window is sent to the
+    simulation (``Simulation.edit("set")``: the article's mutation on that window).
+    """
+    h, w = world.gray.shape
     kind = event["type"]
     resolved = []
     count = int(event.get("count", 1))
@@ -161,62 +165,50 @@ def apply_event(state, world, event, rng):
         if kind == "replace_all":
             pick = rng.integers(0, len(world.images), world.index.shape)
             gray, targets, _ = data.mnist_world(world.images[pick.ravel()], world.labels[pick.ravel()], h, w)
-            state = mutate(state, gray)
+            sim.mutate(gray)
             world.gray, world.targets, world.index = gray, targets, pick
-        elif kind == "replace":
+            resolved.append(ev)
+            continue
+        gray = world.gray.copy()
+        if kind == "replace":
             row, col = ev.get("tile") or (int(rng.integers(world.index.shape[0])), int(rng.integers(world.index.shape[1])))
             if not (0 <= row < world.index.shape[0] and 0 <= col < world.index.shape[1]):
                 raise ValueError(f"replace: tile {[row, col]} outside the {world.index.shape} tile grid")
             new = int(rng.integers(len(world.images)))
             ev["tile"], ev["image"] = [int(row), int(col)], new
             ys, xs = slice(row * data.DIGIT, (row + 1) * data.DIGIT), slice(col * data.DIGIT, (col + 1) * data.DIGIT)
-            gray = world.gray.copy()
-            patch = world.images[new][: gray[ys, xs].shape[0], : gray[ys, xs].shape[1]]
-            gray[ys, xs] = patch
-            state = mutate(state, gray)
-            world.gray = gray
+            gray[ys, xs] = world.images[new][: gray[ys, xs].shape[0], : gray[ys, xs].shape[1]]
             world.targets[ys, xs] = world.labels[new]
             world.index[row, col] = new
-        else:
-            gray = world.gray.copy()
-            if kind == "erase":
-                cy, cx = ev.get("center") or (int(rng.integers(h)), int(rng.integers(w)))
-                radius = float(ev.get("radius", 6))
-                ev["center"], ev["radius"] = [int(cy), int(cx)], radius
-                yy, xx = np.ogrid[:h, :w]
-                gray[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0
-            else:  # stroke
-                pts = ev.get("points") or rng.integers(0, [h, w], (2, 2)).tolist()
-                width = float(ev.get("width", 2))
-                ev["points"], ev["width"] = [[int(p[0]), int(p[1])] for p in pts], width
-                gray = np.maximum(gray, _stroke(h, w, ev["points"], width))
-            state = mutate(state, gray)
-            world.gray = gray
+        elif kind == "erase":
+            cy, cx = ev.get("center") or (int(rng.integers(h)), int(rng.integers(w)))
+            radius = float(ev.get("radius", 6))
+            ev["center"], ev["radius"] = [int(cy), int(cx)], radius
+            yy, xx = np.ogrid[:h, :w]
+            gray[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0
+        else:  # stroke
+            pts = ev.get("points") or rng.integers(0, [h, w], (2, 2)).tolist()
+            width = float(ev.get("width", 2))
+            ev["points"], ev["width"] = [[int(p[0]), int(p[1])] for p in pts], width
+            gray = np.maximum(gray, np.where(stroke_mask(h, w, ev["points"], width), 255, 0).astype(np.uint8))
+        changed = np.nonzero(gray != world.gray)
+        if len(changed[0]):
+            y0, y1, x0, x1 = changed[0].min(), changed[0].max() + 1, changed[1].min(), changed[1].max() + 1
+            sim.edit("set", gray=gray[y0:y1, x0:x1], at=(int(y0), int(x0)))
+        world.gray = gray
         resolved.append(ev)
-    return state, resolved
-
-
-def _stroke(h, w, points, width):
-    """uint8 (H, W) picture of a polyline of the given width (255 on the stroke)."""
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    canvas = np.zeros((h, w), bool)
-    pts = np.asarray(points, np.float32).reshape(-1, 2)
-    if len(pts) == 1:
-        pts = np.vstack([pts, pts])
-    for (y0, x0), (y1, x1) in zip(pts[:-1], pts[1:]):
-        dy, dx = y1 - y0, x1 - x0
-        t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-9), 0, 1)
-        canvas |= (yy - (y0 + t * dy)) ** 2 + (xx - (x0 + t * dx)) ** 2 <= (width / 2) ** 2
-    return np.where(canvas, 255, 0).astype(np.uint8)
+    return resolved
 
 
 def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_every=5, progress=None,
               frame_fn=None, threads=None):
     """Run a world for ``steps`` steps, applying ``events`` between steps and collecting frames.
 
-    frame_fn(state (H, W, 20)) -> picture, default :func:`fastca.viz.colorize`; a frame is
-    taken at step 0, every ``frame_every`` steps, and at the end (while simulating, not
-    by re-running). Events at step s are applied after step s (before step s+1).
+    One resident :class:`fastca.Simulation` runs the whole world; events edit it in place
+    and each step brings back only the (H, W) int8 label map for the per-digit metrics
+    (the state itself only for frames). frame_fn(state (H, W, 20)) -> picture, default
+    :func:`fastca.viz.colorize`; a frame is taken at step 0, every ``frame_every`` steps,
+    and at the end. Events at step s are applied after step s (before step s+1).
     Returns a :class:`WorldRun`.
     """
     from .viz import colorize
@@ -228,36 +220,39 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     events = load_events(list(events)) if not isinstance(events, (str, os.PathLike)) else load_events(events)
     rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
     world = dataclasses.replace(world, targets=world.targets.copy(), index=world.index.copy())
-    state = initial_state(world.gray)
-    frames, frame_steps = [frame_fn(state)], [0]
+    sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads)
+    frames, frame_steps = [frame_fn(sim.state())], [0]
     acc = np.full(steps, np.nan)
     agr = np.full(steps, np.nan)
     history = []  # per step: agree-on-own-digit flags of the components
     applied = []
-    bounds = sorted({e["step"] for e in events if e["step"] < steps} | {0, steps})
     comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
+    bar = None
+    if progress or (progress is None and world.gray.size * steps > 2e8):
+        from tqdm.auto import tqdm
 
-    def record(t, current):
-        s = current[0]
-        i = t - 1
-        digit, cells, correct, agree = digit_metrics(s, comp, n_comp, world.targets, model.alive_threshold)
-        acc[i] = 100.0 * correct.sum() / max(cells.sum(), 1)
-        agr[i] = 100.0 * agree.mean() if n_comp else float("nan")
+        bar = tqdm(total=steps, desc=f"fastca[{sim.backend}]", unit="step")
+    for ev in [e for e in events if e["step"] == 0]:
+        applied += apply_event(sim, world, ev, rng)
+        comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
+    for t in range(1, steps + 1):
+        sim.run(1, progress=False)
+        digit, cells, correct, agree = digit_metrics(sim.labels(), comp, n_comp, world.targets)
+        acc[t - 1] = 100.0 * correct.sum() / max(cells.sum(), 1)
+        agr[t - 1] = 100.0 * agree.mean() if n_comp else float("nan")
         history.append(agree & (correct == cells))
         if t % frame_every == 0 or t == steps:
-            frames.append(frame_fn(s))
+            frames.append(frame_fn(sim.state()))
             frame_steps.append(t)
-
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        for ev in [e for e in events if e["step"] == a and a > 0]:
-            state, done = apply_event(state, world, ev, rng)
-            applied += done
+        if bar is not None:
+            bar.update(1)
+        for ev in [e for e in events if e["step"] == t and t < steps]:
+            applied += apply_event(sim, world, ev, rng)
             comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
             history = [np.zeros(n_comp, bool) for _ in history]  # components changed: restart the clock
-        res = simulate(model, state, b - a, seed=seed, start_step=a, backend=backend, input="state",
-                       progress=progress, callback=record, threads=threads)
-        state = res.state
-    digit, cells, correct, agree = digit_metrics(state, comp, n_comp, world.targets, model.alive_threshold)
+    if bar is not None:
+        bar.close()
+    digit, cells, correct, agree = digit_metrics(sim.labels(), comp, n_comp, world.targets)
     hist = np.array(history) if history else np.zeros((0, n_comp), bool)
     digits = []
     for k in range(n_comp):
@@ -268,4 +263,4 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
         digits.append(dict(component=k + 1, digit=int(digit[k]), cells=int(cells[k]),
                            accuracy=100.0 * correct[k] / max(cells[k], 1), agreement=bool(agree[k]),
                            steps_to_consensus=settled))
-    return WorldRun(state, frames, frame_steps, acc, agr, digits, applied)
+    return WorldRun(sim.state(), frames, frame_steps, acc, agr, digits, applied)

@@ -59,20 +59,23 @@ def bias_relu(Y, b, n):
 
 
 @jit
-def mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D, n):
-    """D[:n] = relu(relu(P @ w1r + b1) @ w2 + b2) @ w3 (b3 is added with the noise) for n cells.
+def mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D):
+    """D = relu(relu(P @ w1r + b1) @ w2 + b2) @ w3 (b3 is added with the noise), all BLOCK rows.
 
     P: (BLOCK, 180); H1, H2: (BLOCK, 80); D: (BLOCK, 19), float32, C-contiguous. The three
     products are single-precision BLAS calls (sgemm through SciPy's BLAS, which Numba
     calls in place with ``out``): blocking many cells per call keeps every weight in
     cache for all of them and runs at a large fraction of the FMA peak, which a loop
-    over cells does not. The caller limits BLAS to one thread per kernel thread.
+    over cells does not. They always take all BLOCK rows, even when fewer cells are
+    gathered: BLAS rounds a row differently depending on the row count (OpenBLAS was
+    seen to for counts of 1..8 mod 16), and a cell's bits must not depend on how many
+    others share its block. The caller limits BLAS to one thread per kernel thread.
     """
-    np.dot(P[:n], w1r, H1[:n])
-    bias_relu(H1, b1, n)
-    np.dot(H1[:n], w2, H2[:n])
-    bias_relu(H2, b2, n)
-    np.dot(H2[:n], w3, D[:n])
+    np.dot(P, w1r, H1)
+    bias_relu(H1, b1, BLOCK)
+    np.dot(H1, w2, H2)
+    bias_relu(H2, b2, BLOCK)
+    np.dot(H2, w3, D)
 
 
 @jit

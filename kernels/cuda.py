@@ -35,11 +35,12 @@ import numpy as np
 from numba import float32, int32, uint64
 
 from fastca import rng, spec
-from fastca._compat import numba_cuda
+from ._numba_cuda import numba_cuda
 
 cuda = numba_cuda()
 
 C = spec.CHANNELS
+N_COUNTS = spec.N_COUNTS
 HID = spec.HIDDEN
 OUT = spec.MUTABLE
 PIN = spec.PERCEPTION_IN
@@ -223,7 +224,7 @@ def _make_step(ncg, nog, half, mode=0):
 
     @cuda.jit
     def step(state, rowhalo, colhalo, height, width, n_rb, n_cb, w1, b1, w2, b2, w3, b3, seed, step_idx, fire_rate,
-             noise_std, alive_thr, seg_rows, b_off, origin_b, origin_y, origin_x):
+             noise_std, alive_thr, seg_rows, b_off, strip_off, seg_off, origin_b, origin_y, origin_x):
         """One in-place step of the cells of one (strip, segment, sample); run ``save_halos`` first.
 
         Grid (strips, segments, samples - b_off), block (NCG * NOG,). Arrays are flat views:
@@ -231,8 +232,9 @@ def _make_step(ncg, nog, half, mode=0):
         ((B, n_rb, 2, W, 20) flattened) and colhalo ((B, n_cb, 2, H, 20) flattened), same
         dtype. Weights: w1 (180*80,), b1 (80,), w2 (80*80,), b2 (80,), w3 (80*19,), b3 (19,),
         flat float32 in (in, out) order. seed: uint64; step_idx: int64; fire_rate, noise_std,
-        alive_thr: float32; seg_rows: rows per segment; b_off: first sample of this launch;
-        origin_*: global coordinates of cell (0, 0, 0) for the random keys.
+        alive_thr: float32; seg_rows: rows per segment; b_off, strip_off, seg_off: first sample,
+        strip and segment of this launch; origin_*: global coordinates of cell (0, 0, 0) for
+        the random keys.
         """
         ring = cuda.shared.array(RING_SIZE, float32)
         chunk = cuda.shared.array(CHUNK_SIZE, float32)
@@ -244,8 +246,8 @@ def _make_step(ncg, nog, half, mode=0):
         counter = cuda.shared.array(1, int32)
 
         tid = cuda.threadIdx.x
-        strip = cuda.blockIdx.x
-        seg = cuda.blockIdx.y
+        strip = cuda.blockIdx.x + strip_off
+        seg = cuda.blockIdx.y + seg_off
         b = cuda.blockIdx.z + b_off
         x0 = strip * TW
         ys0 = seg * seg_rows
@@ -383,6 +385,11 @@ def choose_seg_rows(batch, height, width, sms):
     return 16
 
 
+_is_alive = cuda.jit(device=True)(spec.is_alive)
+_label_of = cuda.jit(device=True)(spec.label_of)
+_unit_gray = cuda.jit(device=True)(spec.unit_gray)
+
+
 @cuda.jit(device=True)
 def _cell_of(i, height, width):
     """(sample, row, column) of flat cell index i in a (B, H, W) grid."""
@@ -391,28 +398,24 @@ def _cell_of(i, height, width):
 
 @cuda.jit(device=True)
 def _label(state, b, y, x):
-    """(argmax of the class channels, the same or 10 when all are negative): spec's label rule."""
-    best = 0
-    value = float32(state[b, y, x, spec.CLASS_START])
-    for d in range(1, spec.N_CLASSES):
-        v = float32(state[b, y, x, spec.CLASS_START + d])
-        if v > value:
-            value = v
-            best = d
-    return best, (best if value >= 0 else spec.N_CLASSES)
+    """spec's label rule on a float32 copy of the cell's channels (the state may be float16)."""
+    cell = cuda.local.array(C, float32)
+    for c in range(spec.CLASS_START, C):
+        cell[c] = float32(state[b, y, x, c])
+    return _label_of(cell)
 
 
 @cuda.jit
 def count_kernel(state, alive_thr, targets, counts):
-    """Per-sample counts for the metrics: counts[b] += [alive, correct, cells per label 0..9].
+    """Per-sample counts for the metrics, in the layout of spec.N_COUNTS, added into counts[b].
 
     Grid (blocks per sample, B). state: (B, H, W, 20) float32/float16; targets: (B, H, W)
-    int16 (-1: no target); counts: (B, 12) int64, zeroed by the caller. Each block sums in
-    shared memory first, so the global atomics do not all hit the same 12 words.
+    int16 (-1: no target); counts: (B, 13) int64, zeroed by the caller. Each block sums in
+    shared memory first, so the global atomics do not all hit the same 13 words.
     """
-    local = cuda.shared.array(12, int32)
+    local = cuda.shared.array(N_COUNTS, int32)
     tid = cuda.threadIdx.x
-    if tid < 12:
+    if tid < N_COUNTS:
         local[tid] = 0
     cuda.syncthreads()
     b = cuda.blockIdx.y
@@ -421,16 +424,18 @@ def count_kernel(state, alive_thr, targets, counts):
     while i < height * width:
         y = i // width
         x = i - y * width
-        if float32(state[b, y, x, 0]) > alive_thr:
+        if _is_alive(float32(state[b, y, x, 0]), alive_thr):
             label, label11 = _label(state, b, y, x)
             cuda.atomic.add(local, 0, 1)
-            if label == targets[b, y, x]:
-                cuda.atomic.add(local, 1, 1)
+            if targets[b, y, x] >= 0:
+                cuda.atomic.add(local, spec.COUNT_TARGETED, 1)
+                if label == targets[b, y, x]:
+                    cuda.atomic.add(local, 1, 1)
             if label11 < spec.N_CLASSES:
                 cuda.atomic.add(local, 2 + label11, 1)
         i += cuda.gridDim.x * cuda.blockDim.x
     cuda.syncthreads()
-    if tid < 12 and local[tid] != 0:
+    if tid < N_COUNTS and local[tid] != 0:
         cuda.atomic.add(counts, (b, tid), local[tid])
 
 
@@ -442,7 +447,7 @@ def label_kernel(state, alive_thr, out):
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
         b, y, x = _cell_of(i, height, width)
-        if float32(state[b, y, x, 0]) > alive_thr:
+        if _is_alive(float32(state[b, y, x, 0]), alive_thr):
             out[b, y, x] = _label(state, b, y, x)[0]
         else:
             out[b, y, x] = -1
@@ -450,14 +455,15 @@ def label_kernel(state, alive_thr, out):
 
 
 @cuda.jit
-def init_kernel(gray, scale, state):
-    """state = initial state of ``gray`` (B, H, W): channel 0 = gray / scale (255 for uint8, else 1)."""
+def init_kernel(gray, is_uint8, state):
+    """state = initial state of ``gray`` (B, H, W): channel 0 = gray (uint8 through spec.unit_gray)."""
     n_b, height, width = state.shape[0], state.shape[1], state.shape[2]
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_b * height * width:
         b, y, x = _cell_of(i, height, width)
-        state[b, y, x, 0] = float32(gray[b, y, x]) / scale
+        g = gray[b, y, x]
+        state[b, y, x, 0] = _unit_gray(g) if is_uint8 else float32(g)
         for c in range(1, C):
             state[b, y, x, c] = 0.0
         i += stride
@@ -473,6 +479,35 @@ def convert_kernel(src, dst):
         b, y, x = _cell_of(i, height, width)
         for c in range(C):
             dst[b, y, x, c] = src[b, y, x, c]
+        i += stride
+
+
+@cuda.jit
+def read_window(state, b0, y0, x0, out):
+    """out (nb, h, w, 20) float32 = state[b0:b0+nb, y0:y0+h, x0:x0+w] (the window lies inside)."""
+    n_b, height, width = out.shape[0], out.shape[1], out.shape[2]
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n_b * height * width:
+        b, y, x = _cell_of(i, height, width)
+        for c in range(C):
+            out[b, y, x, c] = float32(state[b0 + b, y0 + y, x0 + x, c])
+        i += stride
+
+
+@cuda.jit
+def write_gray(state, b0, y0, x0, gray, alive_thr):
+    """Mutate a window: channel 0 = gray (nb, h, w) float32; channels 1..19 zeroed where the new gray is dead."""
+    n_b, height, width = gray.shape[0], gray.shape[1], gray.shape[2]
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n_b * height * width:
+        b, y, x = _cell_of(i, height, width)
+        g = gray[b, y, x]
+        state[b0 + b, y0 + y, x0 + x, 0] = g
+        if not _is_alive(float32(state[b0 + b, y0 + y, x0 + x, 0]), alive_thr):
+            for c in range(1, C):
+                state[b0 + b, y0 + y, x0 + x, c] = 0.0
         i += stride
 
 

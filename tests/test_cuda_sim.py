@@ -37,7 +37,7 @@ def test_cuda_kernel_on_gpu():
 
 
 def test_cuda_backend_errors_say_what_is_missing(monkeypatch):
-    usable, reason = fastca.backends.cuda_status()
+    usable, reason, _ = fastca.backends.get("numba-cuda").probe()
     if usable:
         pytest.skip("a GPU is usable here")
     with pytest.raises(RuntimeError, match="numba-cuda' is not available: (the numba-cuda package|no usable CUDA GPU)"):

@@ -12,14 +12,15 @@ import sys
 SCRIPT = r"""
 import numpy as np
 import fastca
-from fastca.backends import NumbaCPU
+from fastca.backends.base import Params
+from fastca.backends.numba_cpu import NumbaCPU
 from numba.core.runtime import rtsys
 
 model = fastca.pretrained()
 for n_digits in (4, 40):
     for fire_rate in (0.0, 0.5):
         state = fastca.initial_state(fastca.data.sample_digits()[0][:n_digits])
-        runner = NumbaCPU(model, state, 0, fire_rate, 0.02, 0.1)
+        runner = NumbaCPU(model, state.reshape((1,) + state.shape[-3:]) if state.ndim == 3 else state, Params(0, fire_rate, 0.02, 0.1))
         runner.step(0)  # compile / load from cache
         before = rtsys.get_allocation_stats()
         for t in range(1, 6):

@@ -12,7 +12,6 @@ import pytest
 from helpers import TOLERANCES, assert_close, oracle_step, random_state, tricky_state
 
 import fastca
-from fastca import backends
 from fastca._compat import numba_cuda
 from fastca.kernels import cuda as kern
 
@@ -26,18 +25,17 @@ if not SIMULATED:
     CASES += [(3, 37, 45, None), (2, 130, 70, 16), (1, 65, 129, 32), (2, 64, 96, 64)]
 
 
-def run_cuda(weights, state, steps=1, seg_rows=None, layout=None, **kwargs):
-    """simulate() on numba-cuda with a forced segment height / thread layout."""
-    orig = backends.NumbaCUDA.__init__
+def run_cuda(weights, state, steps=1, seg_rows=None, layout=None, input="auto", **kwargs):
+    """numba-cuda with a forced segment height / thread layout: the final host state.
 
-    def init(self, *a, **k):
-        orig(self, *a, seg_rows=seg_rows, layout=layout, **k)
-
-    backends.NumbaCUDA.__init__ = init
-    try:
-        return fastca.simulate(weights, state, steps, backend="numba-cuda", **kwargs)
-    finally:
-        backends.NumbaCUDA.__init__ = orig
+    Under the simulator, blocks run one at a time in reverse order (the simulator would run
+    them in index order, hiding a block that reads cells another block already wrote).
+    """
+    options = dict(seg_rows=seg_rows, layout=layout, block_order="reverse" if SIMULATED else "normal")
+    sim = fastca.Simulation(weights, state, backend="numba-cuda", input=input, options=options, **kwargs)
+    sim._runner.poison()  # halo slots a block reads without their being saved would be NaN
+    sim.run(steps)
+    return sim.state()
 
 
 def test_shared_memory_fits_without_opt_in():
@@ -51,7 +49,7 @@ def test_one_step_matches_oracle_torch_and_cpu(random_weights, case):
     *shape, seg_rows = case
     state = tricky_state(tuple(shape), seed=sum(shape))
     kwargs = dict(seed=3, start_step=2, noise=0.02, input="state")
-    gpu = run_cuda(random_weights, state, seg_rows=seg_rows, **kwargs).state
+    gpu = run_cuda(random_weights, state, seg_rows=seg_rows, **kwargs)
     oracle = oracle_step(random_weights, state, 3, 2, noise_std=0.02)
     ref = fastca.simulate(random_weights, state, 1, backend="torch", **kwargs).state
     cpu = fastca.simulate(random_weights, state, 1, backend="numba-cpu", **kwargs).state
@@ -66,7 +64,7 @@ def test_every_cell_fires_overflows_chunks(random_weights):
     """All cells alive and firing: each sub-tile fills several MLP chunks in a row."""
     state = random_state((1, 6, 34), seed=4, alive_fraction=1.0)
     kw = dict(seed=1, noise=0.02, input="state", fire_rate=1.0)
-    gpu = run_cuda(random_weights, state, **kw).state
+    gpu = run_cuda(random_weights, state, **kw)
     assert np.all(np.any(gpu != state, -1)), "every cell must have been updated"
     assert_close(gpu, oracle_step(random_weights, state, 1, 0, 1.0, 0.02), TOLERANCES["one_step"], "all fire")
 
@@ -78,14 +76,14 @@ def test_live_dead_live_strips_and_segments(random_weights):
     state[:, :, 32:64] = 0.0  # a dead strip
     state[:, 4:8, 32:64, 5] = 0.7  # dead cells with non-zero channels, seen by live neighbours
     kw = dict(seed=2, noise=0.0, input="state")
-    gpu = run_cuda(random_weights, state, seg_rows=4, **kw).state
+    gpu = run_cuda(random_weights, state, seg_rows=4, **kw)
     assert_close(gpu, oracle_step(random_weights, state, 2, 0, noise_std=0.0), TOLERANCES["one_step"], "live|dead|live")
 
 
 def test_results_do_not_depend_on_blocking(random_weights):
     """Segment height and thread layout change which block and slot a cell falls in, not its bits."""
     state = random_state((1, 11, 40), seed=8)
-    runs = [run_cuda(random_weights, state, 2, seg_rows=s, layout=lay, seed=4, input="state").state
+    runs = [run_cuda(random_weights, state, 2, seg_rows=s, layout=lay, seed=4, input="state")
             for s, lay in ((4, "64"), (16, "64"), (8, "128"))]
     for other in runs[1:]:
         np.testing.assert_array_equal(other, runs[0])
@@ -94,7 +92,7 @@ def test_results_do_not_depend_on_blocking(random_weights):
 def test_float16_storage_matches_cpu(random_weights):
     state = random_state((2, 7, 36), seed=9)
     kw = dict(seed=5, noise=0.02, input="state", storage="float16")
-    gpu = run_cuda(random_weights, state, 2, seg_rows=4, **kw).state
+    gpu = run_cuda(random_weights, state, 2, seg_rows=4, **kw)
     cpu = fastca.simulate(random_weights, state, 2, backend="numba-cpu", **kw).state
     assert gpu.dtype == np.float16 and cpu.dtype == np.float16
     # float32 arithmetic may differ in the last bit (FMA), so a rounded result by one float16 step
@@ -118,7 +116,9 @@ def test_device_input_and_output(random_weights):
     host = fastca.simulate(random_weights, state, 1, backend="numba-cuda", seed=2, input="state")
     d_state = cuda.to_device(state)
     dev = fastca.simulate(random_weights, d_state, 1, backend="numba-cuda", seed=2, output="device")
-    assert fastca.backends._is_device_array(dev.state) and fastca.backends._is_device_array(dev.labels)
+    from fastca.backends.numba_cuda import is_device_array
+
+    assert is_device_array(dev.state) and is_device_array(dev.labels)
     np.testing.assert_array_equal(dev.state.copy_to_host(), host.state)
     np.testing.assert_array_equal(d_state.copy_to_host(), state)  # the input is not modified
     gray = (state[0, ..., 0] * 255).astype(np.uint8)
@@ -131,5 +131,18 @@ def test_device_input_and_output(random_weights):
 
 
 def test_host_backends_refuse_device_output(random_weights):
-    with pytest.raises(ValueError, match="output must be 'host'"):
+    with pytest.raises(ValueError, match="output must be one of"):
         fastca.simulate(random_weights, np.zeros((3, 3), np.uint8), 1, backend="numba-cpu", output="device")
+
+
+def test_fire_rule_and_alive_rule_at_their_edges(random_weights):
+    state = random_state((1, 5, 7), seed=2, alive_fraction=1.0)
+    thr = np.float32(fastca.spec.ALIVE_THRESHOLD)
+    state[0, 1, 1, 0] = thr  # exactly 0.1: dead
+    state[0, 2, 2, 0] = np.nextafter(thr, np.float32(1))  # one step above: alive
+    u = fastca.rng.uniform(7, 3, (1, 5, 7))
+    rate = float(u[0, 3, 4])
+    gpu = run_cuda(random_weights, state, seed=7, start_step=3, fire_rate=rate, input="state")
+    expected = (u <= np.float32(rate)) & (state[..., 0] > thr)
+    np.testing.assert_array_equal(np.any(gpu != state, -1), expected)
+    assert expected[0, 3, 4]

@@ -1,0 +1,56 @@
+"""Host-side input handling shared by the backends and the simulation: what an input means
+(a gray image, a batch, or a full state) and the initial state it gives."""
+
+import numpy as np
+
+from . import _checks, spec
+
+
+def initial_state(gray, dtype=np.float32):
+    """The initial state of a gray image or batch: gray in channel 0, zeros elsewhere.
+
+    gray: (H, W) or (B, H, W), uint8 (through :func:`fastca.spec.unit_gray`) or float in
+    [0, 1]. Returns ``dtype`` (float32 or float16) (..., H, W, 20). Rows are converted in
+    chunks, so no full-size float32 copy of the gray input is made (it matters on
+    10^8-cell worlds).
+    """
+    gray = _checks.check_gray(gray)
+    state = np.zeros(gray.shape + (spec.CHANNELS,), dtype)
+    rows_in = gray.reshape(-1, gray.shape[-1])
+    rows_out = state.reshape(-1, gray.shape[-1], spec.CHANNELS)
+    for r0 in range(0, rows_in.shape[0], 1024):
+        rows_out[r0 : r0 + 1024, :, spec.GRAY] = _checks.gray_to_float(rows_in[r0 : r0 + 1024])
+    return state
+
+
+def is_state_input(shape, dtype, input_kind):
+    """Whether an input of this shape and dtype is a full state (else a gray image or batch).
+
+    "auto": 4 dimensions, or 3 with 20 float channels last; "state"/"gray" force the choice.
+    """
+    if input_kind not in ("auto", "gray", "state"):
+        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
+    if input_kind != "auto":
+        return input_kind == "state"
+    return len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS and np.dtype(dtype).kind == "f")
+
+
+def host_state(x, input_kind, dtype=np.float32):
+    """Return (state (B, H, W, 20) ``dtype`` owned copy, leading shape, batched?)."""
+    arr = np.asarray(x)
+    if is_state_input(arr.shape, arr.dtype, input_kind):
+        state, lead = _checks.check_state(arr, dtype)
+        state = state.copy() if np.shares_memory(state, arr) else state
+    else:
+        state = initial_state(arr, dtype)
+        lead = state.shape[:-1]
+        state = state.reshape((-1,) + state.shape[-3:])
+    return state, lead, len(lead) == 3
+
+
+def mutate_host(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
+    """In place on a (B, H, W, 20) host state: channel 0 = new_gray (float32 (B, H, W)), and
+    channels 1..19 zeroed where the new gray makes the cell dead (the article's mutation)."""
+    state[..., spec.GRAY] = new_gray
+    dead = ~spec.is_alive(state[..., spec.GRAY].astype(np.float32), np.float32(alive_threshold))
+    state[..., 1:][dead] = 0

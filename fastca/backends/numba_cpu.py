@@ -1,0 +1,75 @@
+"""The numba-cpu backend: the fused in-place Numba CPU kernel (:mod:`fastca.kernels.cpu`)."""
+
+import numpy as np
+
+from .. import spec
+from .base import BackendInfo, HostRunner, register
+
+
+class NumbaCPU(HostRunner):
+    """Fused in-place Numba CPU kernel; float32 or float16 (as uint16 bits) state storage.
+
+    Option ``band_rows``: rows per parallel band (default: 64, or 256 for samples shorter
+    than 64 rows); results do not depend on it.
+    """
+
+    def __init__(self, weights, state, params, band_rows=None):
+        super().__init__(params)
+        import numba
+
+        from ..kernels import cpu
+        from ..kernels.storage import kernel_view
+
+        self._kernel = cpu.step_inplace
+        self.state = state  # float32, or float16 (storage="float16")
+        n_b, n_h, n_w, _ = state.shape
+        self._rows = kernel_view(state).reshape(n_b * n_h, n_w, spec.CHANNELS)  # a view: the kernel's layout
+        self._height = n_h
+        self._bands = cpu.make_bands(n_b, n_h, band_rows)
+        self._scratch = cpu.scratch_buffers(len(self._bands), n_w, numba.config.NUMBA_NUM_THREADS)
+        w = weights
+        self._weights = (w.w1.reshape(spec.PERCEPTION_IN, spec.HIDDEN), w.b1, w.w2, w.b2, w.w3, w.b3)
+        p = params
+        self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
+                      np.float32(p.alive_threshold), np.asarray(p.origin, np.int64))
+
+    def poison(self):
+        """Fill the scratch buffers with NaN (tests: a read of an unwritten value cannot pass)."""
+        for a in self._scratch:
+            if a.dtype.kind == "f":
+                a.fill(np.nan)
+
+    def step(self, t):
+        """Advance the state by one step whose random numbers are keyed by step index ``t``."""
+        seed, fire_rate, noise_std, alive, origin = self._args
+        with _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
+            self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
+                         origin, self._bands, *self._scratch)
+
+    def read(self):
+        """The current state as a numpy array (a view, no copy)."""
+        return self.state
+
+
+_BLAS_LIMITER = None
+
+
+def _single_threaded_blas():
+    """Context manager limiting BLAS to one thread (threadpoolctl; built once, cheap to enter)."""
+    global _BLAS_LIMITER
+    if _BLAS_LIMITER is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba's np.dot calls, so it is controlled)
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIMITER = ThreadpoolController()
+    return _BLAS_LIMITER.limit(limits=1, user_api="blas")
+
+
+INFO = register(BackendInfo(
+    name="numba-cpu",
+    load=lambda: NumbaCPU,
+    probe=lambda: (True, "CPU", True),
+    storages=("float32", "float16"),
+    speed_rank=20,
+    summary="fused in-place Numba CPU kernel (BLAS-blocked MLP of the alive, firing cells)",
+))

@@ -1,0 +1,233 @@
+"""The engine: resident Simulation, registry, global random keys, blocking-independent bits."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_state
+
+import fastca
+from fastca.evaluate import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST_BACKENDS = [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]
+
+
+@pytest.fixture(scope="module")
+def world():
+    images, labels = fastca.data.sample_digits()
+    gray, targets, _ = fastca.data.mnist_world(images, labels, 200, 200, seed=3)
+    return gray, targets
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_split_runs_equal_one_run(model, world, backend):
+    gray = world[0][:60, :70]
+    one = fastca.Simulation(model, gray, backend=backend, seed=4)
+    one.run(12)
+    two = fastca.Simulation(model, gray, backend=backend, seed=4)
+    two.run(5)
+    two.run(7)
+    assert one.t == two.t == 12
+    np.testing.assert_array_equal(one.state(), two.state())
+    np.testing.assert_array_equal(fastca.simulate(model, gray, 12, backend=backend, seed=4).state, one.state())
+
+
+def test_counts_and_metrics_match_simulate(model, world):
+    gray, targets = world
+    res = fastca.simulate(model, gray, 6, labels=targets, backend="numba-cpu", seed=1)
+    sim = fastca.Simulation(model, gray, backend="numba-cpu", seed=1)
+    per_step = sim.run(6, targets=targets)
+    assert per_step.shape == (6, 1, fastca.spec.N_COUNTS)
+    acc, agr = fastca.metrics.from_counts(per_step)
+    np.testing.assert_array_equal(acc, res.accuracy)
+    assert sim.metrics(targets) == (res.accuracy[-1], res.agreement[-1])
+    assert per_step[-1, 0, 0] == res.alive.sum()
+
+
+def test_target_minus_one_is_no_target(model, digits):
+    """Cells without a target are neither right nor wrong (they do not lower the accuracy)."""
+    images, labels = digits[0][:2], digits[1][:2]
+    full = fastca.simulate(model, images, 30, labels=labels, backend="numba-cpu")
+    per_cell = np.repeat(labels[:, None, None], 28, 1).repeat(28, 2).astype(np.int16)
+    per_cell[1] = -1
+    part = fastca.simulate(model, images, 30, labels=per_cell, backend="numba-cpu")
+    only_first = fastca.simulate(model, images[:1], 30, labels=labels[:1], backend="numba-cpu")
+    assert part.accuracy[-1] == pytest.approx(only_first.accuracy[-1])
+    assert part.accuracy[-1] != pytest.approx(full.accuracy[-1]) or np.all(full.labels[1][full.alive[1]] == labels[1])
+
+
+def test_mutate_and_edits_equal_host_operations(model, world):
+    gray = world[0][:56, :56]
+    sim = fastca.Simulation(model, gray, backend="numba-cpu", seed=2)
+    sim.run(3)
+    state = sim.state()
+    new = np.roll(gray, 5, axis=1)
+    sim.mutate(new)
+    np.testing.assert_array_equal(sim.state(), fastca.mutate(state, new))
+    # erase a disk, draw a stroke, set a window: each equals the same change made by mutate on the host
+    before = sim.state()
+    g = before[..., 0].copy()
+    sim.edit("erase", center=(20, 30), radius=5)
+    yy, xx = np.ogrid[:56, :56]
+    g[(yy - 20) ** 2 + (xx - 30) ** 2 <= 25] = 0
+    np.testing.assert_array_equal(sim.state(), fastca.mutate(before, g))
+    before = sim.state()
+    sim.edit("stroke", points=[(5, 5), (40, 12)], width=3)
+    from fastca.simulation import stroke_mask
+
+    g = np.where(stroke_mask(56, 56, [(5, 5), (40, 12)], 3), np.float32(1), before[..., 0])
+    np.testing.assert_array_equal(sim.state(), fastca.mutate(before, g))
+    before = sim.state()
+    patch = np.full((4, 9), 200, np.uint8)
+    sim.edit("set", gray=patch, at=(50, 40))
+    g = before[..., 0].copy()
+    g[50:54, 40:49] = np.float32(200) / np.float32(255)
+    np.testing.assert_array_equal(sim.state(), fastca.mutate(before, g))
+    with pytest.raises(ValueError, match="outside"):
+        sim.edit("set", gray=patch, at=(54, 40))
+    with pytest.raises(ValueError, match="edit kind"):
+        sim.edit("paint")
+
+
+def test_options_are_checked_before_any_work(model):
+    gray = np.zeros((8, 8), np.uint8)
+    with pytest.raises(ValueError, match="not supported by backend 'torch'"):
+        fastca.Simulation(model, gray, backend="torch", storage="float16")
+    with pytest.raises(ValueError, match="output must be one of"):
+        fastca.simulate(model, gray, 10**9, backend="numba-cpu", output="device")  # fails at once, not after 1e9 steps
+    with pytest.raises(ValueError, match="origin"):
+        fastca.Simulation(model, gray, origin=(0, -1, 0))
+    with pytest.raises(TypeError):
+        fastca.Simulation(model, gray, backend="numba-cpu", options={"no_such_option": 1})
+    with pytest.raises(ValueError, match="unknown backend"):
+        fastca.Simulation(model, gray, backend="numba-gpu")
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_cut_block_with_origin_equals_whole_world(model, world, storage, k):
+    """A block cut with a margin of k, run k steps with its origin, equals the whole run inside."""
+    gray = world[0]
+    whole = fastca.simulate(model, gray, k, seed=9, start_step=4, backend="numba-cpu", storage=storage).state
+    for y0, x0, h, w in [(0, 0, 60, 70), (37, 101, 90, 99), (140, 150, 60, 50), (11, 3, 2 * k + 1, 2 * k + 1)]:
+        block = gray[y0 : y0 + h, x0 : x0 + w]
+        cut = fastca.simulate(model, block, k, seed=9, start_step=4, backend="numba-cpu", storage=storage,
+                              origin=(0, y0, x0)).state
+        # interior: k cells in from each cut edge (edges of the world itself are real edges)
+        ys = slice(0 if y0 == 0 else k, h if y0 + h >= 200 else h - k)
+        xs = slice(0 if x0 == 0 else k, w if x0 + w >= 200 else w - k)
+        inner = cut[ys, xs]
+        np.testing.assert_array_equal(inner, whole[y0 : y0 + h, x0 : x0 + w][ys, xs], err_msg=f"{(y0, x0, h, w)}")
+        assert inner.size > 0
+
+
+def test_cut_block_on_torch(model, world):
+    gray = world[0][:80, :80]
+    k = 3
+    whole = fastca.simulate(model, gray, k, seed=2, backend="torch").state
+    cut = fastca.simulate(model, gray[20:70, 30:80], k, seed=2, backend="torch", origin=(0, 20, 30)).state
+    np.testing.assert_allclose(cut[k:-k, k:], whole[20 + k : 70 - k, 30 + k : 80], rtol=1e-6, atol=1e-6)
+    # the fire masks are exactly those of the whole grid (global keys)
+    changed_whole = np.any(whole != fastca.initial_state(gray), -1)[20 + k : 70 - k, 30 + k : 80]
+    changed_cut = np.any(cut != fastca.initial_state(gray[20:70, 30:80]), -1)[k:-k, k:]
+    np.testing.assert_array_equal(changed_cut, changed_whole)
+
+
+def test_batch_rows_are_samples_with_global_keys(model, digits):
+    """A batch is keyed by sample index: a sub-batch with origin=(i, 0, 0) gives the same digits."""
+    images = digits[0][:6]
+    full = fastca.simulate(model, images, 15, seed=1, backend="numba-cpu").state
+    part = fastca.simulate(model, images[2:5], 15, seed=1, backend="numba-cpu", origin=(2, 0, 0)).state
+    np.testing.assert_array_equal(part, full[2:5])
+
+
+@pytest.mark.parametrize("band_rows", [1, 7, 30, 64, 300])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bits_do_not_depend_on_bands_or_threads(random_weights, band_rows, threads):
+    """Bands change which cells share a BLAS block; the bits must not change."""
+    state = random_state((3, 41, 37), seed=5)
+    ref = fastca.simulate(random_weights, state, 3, backend="numba-cpu", seed=3, input="state").state
+    sim = fastca.Simulation(random_weights, state, backend="numba-cpu", seed=3, input="state", threads=threads,
+                            options={"band_rows": band_rows})
+    sim.run(3)
+    np.testing.assert_array_equal(sim.state(), ref)
+
+
+def test_evaluate_does_not_depend_on_batch(model, digits):
+    images, labels = digits
+    a = evaluate(model, images[:60], labels[:60], half=8, batch=25, backend="numba-cpu")
+    b = evaluate(model, images[:60], labels[:60], half=8, batch=60, backend="numba-cpu")
+    np.testing.assert_array_equal(a.accuracy, b.accuracy)
+    np.testing.assert_array_equal(a.agreement, b.agreement)
+
+
+def _imports(path):
+    """Modules a file imports at its top level (relative imports resolved against fastca)."""
+    tree = ast.parse(path.read_text())
+    pkg = "fastca.kernels" if path.parent.name == "kernels" else ".".join(
+        ("fastca",) + path.relative_to(ROOT / "fastca").parent.parts)
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+            found.update(n for n in names if n.startswith("fastca"))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("fastca"))
+    return found
+
+
+def test_kernels_import_only_spec_rng_and_themselves():
+    for path in (ROOT / "kernels").glob("*.py"):
+        bad = {m for m in _imports(path) if not m.startswith(("fastca.kernels", "fastca.spec", "fastca.rng"))
+               and m != "fastca"}
+        assert not bad, f"{path.name} imports {bad}"
+
+
+def test_no_import_cycle_in_the_package():
+    modules = {}
+    for path in list((ROOT / "fastca").rglob("*.py")) + list((ROOT / "kernels").glob("*.py")):
+        if path.parent.name == "kernels":
+            name = "fastca.kernels." + path.stem
+        else:
+            name = ".".join(("fastca",) + path.relative_to(ROOT / "fastca").with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph = {m: {d for d in _imports(p) if d in modules and d != m} for m, p in modules.items()}
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            if d == "fastca" or m == "fastca":
+                continue  # `from . import x` in the package __init__ itself is not a cycle
+            if state.get(d) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack + [m, d]))
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_backend_names_appear_only_in_their_own_files():
+    names = set(fastca.backends.names())
+    for path in (ROOT / "fastca").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                hit = names & {node.value}
+                if hit and path.parent.name == "backends":
+                    assert path.stem.replace("_ref", "").replace("_", "-") in hit or path.stem == "torch_ref", \
+                        f"{path.name} names {hit}"
+                elif hit:
+                    raise AssertionError(f"{path.relative_to(ROOT)}:{node.lineno} names backend {hit}")
