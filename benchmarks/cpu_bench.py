@@ -7,8 +7,10 @@ Every backend runs the same world after a warm-up (compilation excluded). Baseli
 their own device RNG (the cheapest way for them to draw masks and noise):
 torch eager on a channels_last view, the same module under torch.compile, and a JAX
 ``jit`` of a ``fori_loop`` over the steps (buffers reused). FLOP/s count 44,640 FLOP
-per updated cell (exact count from the shared generator); the peak is an AVX2 FMA loop
-measured in the same run (benchmarks/peak_fma.c).
+per updated cell (exact count from the shared generator); the peak is the widest FMA loop
+the CPU runs (AVX-512 where present and faster, else AVX2; benchmarks/peak_fma.c), measured
+in the same run on the same thread counts; both widths are recorded, with the CPU flags and
+the BLAS kernel set.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import time
 
 
 import fastca
-from benchmarks.machine import fma_peak, metadata
+from benchmarks.machine import fma_peak, metadata, widest_width
 from benchmarks.registry import mnist_world, updated_cells
 
 
@@ -87,8 +89,11 @@ def main(argv=None):
     gray, _ = mnist_world(args.size)
     alive, updates = updated_cells(args.size, args.steps)
     meta = metadata()
-    peak = {t: fma_peak(t) for t in (1, 2)}
-    print(json.dumps({**meta, "fma_peak_gflops": peak}), flush=True)
+    peaks_by_width = {w: {t: fma_peak(t, w) for t in (1, 2)} for w in (256, 512)}
+    width = widest_width(peaks_by_width)
+    peak = peaks_by_width[width]
+    print(json.dumps({**meta, "fma_peak_gflops": peak, "peak_width_bits": width,
+                      "fma_peak_by_width": peaks_by_width}), flush=True)
     cells = args.size * args.size * args.steps
     rows = []
 
@@ -116,8 +121,9 @@ def main(argv=None):
     best = min(base, key=lambda r: r["seconds"]) if base else None
     numba_row = rows[0]
     print(f"\nworld {args.size}x{args.size} ({alive:.1%} alive), {args.steps} steps, fire rate 0.5, noise 0.02; "
-          f"{meta['cpu']}, {meta['numba_threads']} threads; AVX2 FMA peak {peak[2]} GFLOP/s (2 threads), "
-          f"{peak[1]} (1 thread)")
+          f"{meta['cpu']}, {meta['numba_threads']} threads; peak ({width}-bit FMA, the widest here) {peak[2]} GFLOP/s "
+          f"(2 threads), {peak[1]} (1 thread); AVX2 {peaks_by_width[256][2]}, AVX-512 {peaks_by_width[512][2]}; "
+          f"BLAS {[b.get('architecture') for b in meta['blas']]}")
     print(f"{'backend':>14} {'cell-steps/s':>13} {'wall s':>8} {'GFLOP/s upd':>12} {'%peak':>6}")
     for r in rows:
         pct = f"{100 * r['fraction_of_peak']:.1f}" if "fraction_of_peak" in r else "-"
@@ -127,7 +133,8 @@ def main(argv=None):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, f"cpu_bench_{args.size}.json"), "w") as f:
-            json.dump({"meta": meta, "fma_peak_gflops": peak, "size": args.size, "steps": args.steps,
+            json.dump({"meta": meta, "fma_peak_gflops": peak, "peak_width_bits": width,
+                       "fma_peak_by_width": peaks_by_width, "size": args.size, "steps": args.steps,
                        "alive_fraction": alive, "updates": updates, "rows": rows}, f, indent=1)
 
 

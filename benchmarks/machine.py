@@ -39,6 +39,9 @@ def metadata():
         "numba": numba.__version__,
         "torch": torch.__version__,
         "fastca": fastca.__version__,
+        "cpu_flags": cpu_flags(),
+        "blas": blas_info(),
+        "numba_threading_layer": numba.config.THREADING_LAYER,
     }
     try:
         meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -48,17 +51,57 @@ def metadata():
     return meta
 
 
-def fma_peak(threads):
-    """fp32 GFLOP/s of an AVX2 FMA loop on ``threads`` threads (benchmarks/peak_fma.c), or None
-    when no C compiler with OpenMP is available."""
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_bf16", "amx_tile")
+
+
+def cpu_flags():
+    """The vector-unit flags of this CPU that matter for the kernels' speed (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def blas_info():
+    """Which BLAS the kernels' products use, and its kernel set (threadpoolctl's report)."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
+        from threadpoolctl import threadpool_info
+
+        return [{k: v for k, v in lib.items() if k in ("internal_api", "version", "architecture", "filepath",
+                                                       "num_threads", "threading_layer")}
+                for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    except Exception as exc:  # the report is informative, never fatal
+        return [{"error": f"{type(exc).__name__}: {exc}"}]
+
+
+def fma_peak(threads, width=256):
+    """fp32 GFLOP/s of an FMA loop with ``width``-bit vectors (256: AVX2, 512: AVX-512) on
+    ``threads`` threads (benchmarks/peak_fma.c), or None when it cannot be built or run here."""
     cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
+    if cc is None or (width == 512 and "avx512f" not in cpu_flags()):
         return None
+    flags = ["-mavx512f", "-DWIDTH512"] if width == 512 else ["-mavx2", "-mfma"]
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "peak_fma")
-        build = subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-fopenmp", os.path.join(HERE, "peak_fma.c"), "-o", exe],
+        build = subprocess.run([cc, "-O3", *flags, "-fopenmp", os.path.join(HERE, "peak_fma.c"), "-o", exe],
                                capture_output=True, text=True)
         if build.returncode != 0:
             return None
         out = subprocess.run([exe, str(threads)], capture_output=True, text=True, timeout=300)
-        return float(out.stdout.split()[-1])
+        return float(out.stdout.split()[-1]) if out.returncode == 0 else None
+
+
+def widest_width(peaks_by_width):
+    """The vector width (256 or 512) whose measured 2-thread FMA peak is the larger: the honest limit.
+
+    ``peaks_by_width``: {256: {threads: GFLOP/s}, 512: {...}} from :func:`fma_peak`. On CPUs
+    whose 512-bit FMAs run at the 256-bit rate (some AMD EPYC) both are about equal.
+    """
+    p256, p512 = peaks_by_width[256].get(2), peaks_by_width[512].get(2)
+    return 512 if p512 is not None and (p256 is None or p512 > p256) else 256

@@ -9,12 +9,16 @@ Public API::
     result.labels, result.accuracy[-1], result.agreement[-1]
 """
 
-from . import data, rng, spec
-from .backends import available_backends
-from .distill import load_distill_model
-from .metrics import label_map, step_metrics
-from .simulate import SimResult, initial_state, mutate, simulate
-from .simulation import Simulation
+from . import _numba_setup
+
+_numba_setup.configure()  # before any kernel is compiled: cache folder, fork-safe threading layer
+
+from . import data, rng, spec  # noqa: E402
+from .backends import available_backends  # noqa: E402
+from .distill import load_distill_model  # noqa: E402
+from .metrics import label_map, step_metrics  # noqa: E402
+from .simulate import SimResult, initial_state, mutate, simulate  # noqa: E402
+from .simulation import Simulation  # noqa: E402
 from .weights import NCAWeights
 
 __version__ = "0.1.0"

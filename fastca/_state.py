@@ -32,6 +32,9 @@ def is_state_input(shape, dtype, input_kind):
         raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
     if input_kind != "auto":
         return input_kind == "state"
+    if len(shape) == 3 and np.dtype(dtype).kind == "f" and shape[-1] != spec.CHANNELS and abs(shape[-1] - spec.CHANNELS) <= 2:
+        raise ValueError(f"a float array of shape {tuple(shape)} is ambiguous: a state needs {spec.CHANNELS} channels "
+                         f"last; pass input='gray' if it is {shape[0]} images of {shape[1]}x{shape[2]}")
     return len(shape) == 4 or (len(shape) == 3 and shape[-1] == spec.CHANNELS and np.dtype(dtype).kind == "f")
 
 

@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 
-from . import backends
+from . import backends, spec
 
 CHECKPOINTS = (1, 10, 25, 50, 100)
+MAX_SIDE = 20000  #: largest world or image side the CLI accepts
 MODEL_HELP = "weights .npz, Distill .json, or an embedded model: fastca-mnist (default), distill-2020"
 
 
@@ -42,6 +43,44 @@ def _digits():
         return fastca.data.sample_digits()
 
 
+def _check_out(folder):
+    """Create the output folder and test-write a file there before any work is done."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".fastca-write-test-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+        os.remove(probe)
+    except OSError as exc:
+        raise CLIError(f"cannot write to the output folder {folder!r}: {exc.strerror or exc}") from None
+
+
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(height, width, steps, frame_every, scale):
+    """Refuse, with the numbers, a run whose state, maps and frames would not fit in memory."""
+    cells = height * width
+    frames = steps // frame_every + 2
+    frame_bytes = cells * 3 * scale * scale
+    need = cells * (spec.CHANNELS * 4 + 16) + frames * (cells * 3 + frame_bytes)
+    have = _available_memory()
+    if have is not None and need > 0.8 * have:
+        raise CLIError(f"this run needs about {need / 2**30:.1f} GiB (state, maps and {frames} frames of "
+                       f"{frame_bytes / 2**20:.0f} MiB) but "
+                       f"{have / 2**30:.1f} GiB are available; use a smaller world, a larger --frame-every "
+                       f"or a smaller --scale")
+
+
 def _load_image(path):
     """An image file as uint8 gray (H, W), white digits on black as in MNIST.
 
@@ -56,8 +95,10 @@ def _load_image(path):
         raise CLIError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
+            if im.width > MAX_SIDE or im.height > MAX_SIDE:
+                raise CLIError(f"image {path} is {im.width}x{im.height}; at most {MAX_SIDE}x{MAX_SIDE} cells")
             gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise CLIError(f"not a readable image: {path} ({type(exc).__name__})") from None
     if gray.size == 0:
         raise CLIError(f"empty image: {path}")
@@ -105,12 +146,18 @@ def _metrics_json(run, args, extra):
         "steps": args.steps,
         "seed": args.seed,
         "backend": args.backend,
-        "accuracy": [round(float(a), 4) for a in run.accuracy],
-        "digit_agreement": [round(float(a), 4) for a in run.digit_agreement],
+        "accuracy": [_num(a) for a in run.accuracy],  # null where there is no target
+        "digit_agreement": [_num(a) for a in run.digit_agreement],
         "frame_steps": run.frame_steps,
         "events": run.events,
         "digits": [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in d.items()} for d in run.digits],
     }
+
+
+def _num(value):
+    """A float rounded for JSON, or None for NaN (JSON has no NaN)."""
+    value = float(value)
+    return round(value, 4) if np.isfinite(value) else None
 
 
 def _print_checkpoints(run, steps, extra=()):
@@ -127,6 +174,9 @@ def cmd_demo(args):
         raise CLIError(f"--rows and --cols must be in 1..16, got {args.rows} and {args.cols}")
     if args.steps < 2:
         raise CLIError(f"--steps must be >= 2, got {args.steps}")
+    backends.resolve(args.backend)
+    _check_out(args.out)
+    _check_memory(28 * args.rows, 28 * args.cols, args.steps, args.frame_every, args.scale)
     model = _model(args.model)
     images, labels = fastca.data.sample_digits()
     world = World.from_digits(images, labels, 28 * args.rows, 28 * args.cols, seed=args.seed)
@@ -136,7 +186,7 @@ def cmd_demo(args):
           f"replaced at step {half}; backend {args.backend}, seed {args.seed}")
     t0 = time.perf_counter()
     run = run_world(model, world, args.steps, events=[{"step": half, "type": "replace_all"}], seed=args.seed,
-                    backend=args.backend, frame_every=args.frame_every, progress=True)
+                    backend=args.backend, frame_every=args.frame_every, progress=sys.stderr.isatty())
     elapsed = time.perf_counter() - t0
     _print_checkpoints(run, args.steps, (half, half + 1, half + 25, half + 50))
     written = _write_outputs(args.out, run, args.scale, args.fps,
@@ -154,11 +204,20 @@ def cmd_simulate(args):
         raise CLIError("give exactly one of --image FILE, --mnist-index N, --world H W")
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    if args.label is not None and (args.image is None or not 0 <= args.label <= 9):
+        raise CLIError(f"--label is the digit 0..9 drawn in --image, got {args.label}"
+                       + ("" if args.image is not None else " without --image"))
+    if args.world is not None:
+        h, w = args.world
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise CLIError(f"--world H W must be in 1..{MAX_SIDE}, got {h} {w}")
+        _check_memory(h, w, args.steps, args.frame_every, args.scale)
     events = load_events(args.events) if args.events else []
     model = _model(args.model)
     if args.image is not None:
         gray = _load_image(args.image)
-        targets = np.full(gray.shape, -1 if args.label is None else args.label, np.int16)
+        _check_memory(gray.shape[0], gray.shape[1], args.steps, args.frame_every, args.scale)
+        targets = np.full(gray.shape, -1 if args.label is None else args.label, np.int16)  # -1: no target
         world = World(gray, targets, np.zeros((1, 1), np.int64), *_digits())
         what = f"image {args.image} ({gray.shape[0]}x{gray.shape[1]})"
     elif args.mnist_index is not None:
@@ -170,12 +229,14 @@ def cmd_simulate(args):
         world.images, world.labels = images, labels
         what = f"MNIST test digit {args.mnist_index} (label {labels[args.mnist_index]})"
     else:
-        h, w = args.world
-        if not (1 <= h <= 20000 and 1 <= w <= 20000):
-            raise CLIError(f"--world H W must be in 1..20000, got {h} {w}")
         images, labels = _digits()
         world = World.from_digits(images, labels, h, w, seed=args.seed)
         what = f"MNIST world {h}x{w}"
+    from fastca.world import validate_events
+
+    validate_events(events, world, args.steps)  # every event checked before step 1
+    backends.resolve(args.backend)  # an unknown or unusable backend fails before any output
+    _check_out(args.out)
     print(f"fastca simulate: {what}; model {model.name!r}; {args.steps} steps; backend {args.backend}, seed {args.seed}")
     run = run_world(model, world, args.steps, events=events, seed=args.seed, backend=args.backend,
                     frame_every=args.frame_every, progress=None)
@@ -190,33 +251,69 @@ def cmd_train(args):
     import fastca
     from fastca.train import TrainConfig, train
 
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be >= 1, got {args.limit}")
+    _check_out(args.out)
+    recipe = {"lr": args.lr, "batch": args.batch, "seed": args.seed, "decay_at": args.decay_at}
+    if args.resume:
+        from fastca.train import checkpoint_config
+
+        path = os.path.join(args.out, "checkpoint.pt")
+        if not os.path.exists(path):
+            raise CLIError(f"--resume: no checkpoint at {path}")
+        saved = checkpoint_config(path)
+        asked = {k: v for k, v in recipe.items() if v is not None}
+        asked["decay_at"] = _decay(asked["decay_at"]) if "decay_at" in asked else None
+        conflicts = [f"--{k.replace('_', '-')} {asked[k]} (checkpoint: {saved[k]})" for k in asked
+                     if asked[k] is not None and tuple(np.atleast_1d(asked[k])) != tuple(np.atleast_1d(saved[k]))]
+        if conflicts:
+            raise CLIError("--resume continues the checkpoint's recipe; these options differ from it: "
+                           + ", ".join(conflicts) + ". Drop them, or train into a new --out")
+        recipe = {k: saved[k] for k in recipe}
+    else:
+        recipe = {"lr": 1e-3 if args.lr is None else args.lr, "batch": 16 if args.batch is None else args.batch,
+                  "seed": 0 if args.seed is None else args.seed,
+                  "decay_at": _decay("30000,70000" if args.decay_at is None else args.decay_at)}
     images, labels = fastca.data.load_mnist("train", args.data)
-    if args.limit:
+    if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
-    config = TrainConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, device=args.device,
-                         checkpoint_every=args.checkpoint_every, lr=args.lr, sparse=False if args.dense else None,
-                         cuda_graph=not args.no_graph,
-                         decay_at=tuple(int(x) for x in args.decay_at.split(",") if x))
+    config = TrainConfig(iterations=args.iterations, batch=recipe["batch"], seed=recipe["seed"], device=args.device,
+                         checkpoint_every=args.checkpoint_every, lr=recipe["lr"], sparse=False if args.dense else None,
+                         cuda_graph=not args.no_graph, decay_at=tuple(recipe["decay_at"]))
     print(f"fastca train: {len(images)} training digits, {config.iterations} iterations, batch {config.batch}, "
           f"device {config.device}, seed {config.seed}; checkpoints in {args.out}")
     t0 = time.perf_counter()
-    weights, trainer = train(images, labels, config, out_dir=args.out, resume=args.resume, time_limit=args.time_limit)
+    weights, trainer = train(images, labels, config, out_dir=args.out, resume=args.resume, time_limit=args.time_limit,
+                             progress=sys.stderr.isatty())
     print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; "
           f"last loss {trainer.losses[-1] if trainer.losses else float('nan'):.4f}; wrote {args.out}/model.npz")
     return 0
+
+
+def _decay(text):
+    try:
+        return tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise CLIError(f"--decay-at must be comma-separated iterations, got {text!r}") from None
 
 
 def cmd_eval(args):
     import fastca
     from fastca.evaluate import evaluate
 
+    if args.digits is not None and args.digits < 1:
+        raise CLIError(f"--digits must be >= 1, got {args.digits}")
+    if args.half < 1:
+        raise CLIError(f"--half must be >= 1, got {args.half}")
+    backends.resolve(args.backend)
+    _check_out(args.out)
     model = _model(args.model)
     images, labels = fastca.data.load_mnist("test", args.data)
-    if args.digits:
+    if args.digits is not None:
         images, labels = images[: args.digits], labels[: args.digits]
     print(f"fastca eval: model {model.name!r}, {len(images)} test digits, {args.half} + {args.half} steps, "
           f"backend {args.backend}, seed {args.seed}, storage {args.storage}")
-    ev = evaluate(model, images, labels, half=args.half, backend=args.backend, seed=args.seed, progress=True,
+    ev = evaluate(model, images, labels, half=args.half, backend=args.backend, seed=args.seed, progress=None,
                   storage=args.storage)
     written = ev.save(args.out)
     print(ev.table_line())
@@ -255,10 +352,10 @@ def _parser():
     tr = sub.add_parser("train", help="train a model with the article's recipe (torch reference)")
     tr.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
     tr.add_argument("--iterations", type=int, default=100_000)
-    tr.add_argument("--batch", type=int, default=16)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--decay-at", default="30000,70000", help="iterations where the learning rate drops x0.1")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--batch", type=int, default=None, help="samples per iteration (default 16)")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    tr.add_argument("--decay-at", default=None, help="iterations where the learning rate drops x0.1 (default 30000,70000)")
+    tr.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
     tr.add_argument("--out", default="fastca-train", help="folder for checkpoint.pt and model.npz")
     tr.add_argument("--checkpoint-every", type=int, default=1000)
@@ -289,6 +386,6 @@ def main(argv=None):
             if getattr(args, name, 1) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         return {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval}[args.command](args)
-    except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+    except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError, FloatingPointError, MemoryError) as exc:
         print(f"fastca: error: {exc}", file=sys.stderr)
         return 2

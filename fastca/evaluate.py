@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -67,7 +68,8 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
     from ``seed``), and runs ``half`` more. Digits are processed in batches of ``batch``,
     each one resident :class:`fastca.Simulation` keyed by the digits' indices in the whole
     set (``origin``), so the results do not depend on ``batch``; the metrics are summed
-    over batches. ``storage="float16"`` keeps the states as float16. Returns an Evaluation.
+    over batches. ``storage="float16"`` keeps the states as float16. ``progress``: one bar
+    over all digits (default: when stderr is a terminal). Returns an Evaluation.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(images)
@@ -77,6 +79,12 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
     correct = np.zeros(2 * half, np.int64)
     targeted = np.zeros(2 * half, np.int64)
     agreeing = np.zeros(2 * half, np.int64)
+    living = np.zeros(2 * half, np.int64)  # samples with alive cells (agreement is among them)
+    bar = None
+    if progress or (progress is None and sys.stderr.isatty()):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=2 * n, desc=f"eval {getattr(model, 'name', 'model')}", unit="digit-phase")
     name = getattr(model, "name", "model")
     used = backend
     for lo in range(0, n, batch):
@@ -86,9 +94,15 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
         for phase, tgts in enumerate((labels[lo:hi], labels[perm[lo:hi]])):
             if phase == 1:
                 sim.mutate(images[perm[lo:hi]])
-            c = sim.run(half, targets=tgts, progress=progress)  # (half, batch, 13)
+            c = sim.run(half, targets=tgts, progress=False)  # (half, batch, 13)
             sl = slice(phase * half, (phase + 1) * half)
             correct[sl] += c[..., 1].sum(axis=1)
             targeted[sl] += c[..., spec.COUNT_TARGETED].sum(axis=1)
-            agreeing[sl] += (c[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == c[..., 0]).sum(axis=1)
-    return Evaluation(100 * correct / targeted, 100 * agreeing / n, half, name, used, seed, n)
+            has = c[..., 0] > 0
+            agreeing[sl] += ((c[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == c[..., 0]) & has).sum(axis=1)
+            living[sl] += has.sum(axis=1)
+            if bar is not None:
+                bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+    return Evaluation(100 * correct / targeted, 100 * agreeing / living, half, name, used, seed, n)

@@ -4,6 +4,7 @@ import numba
 import numpy as np
 
 from . import spec
+from ._numba_setup import KERNEL_LOCK
 from .kernels.storage import as_f32_row, kernel_view
 
 DEAD = -1  #: label of a dead cell in label maps
@@ -69,7 +70,8 @@ def _row_scratch(state):
 def label_map(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """Per-cell labels of a (B, H, W, 20) float32 or float16 state: int8 (B, H, W), -1 on dead cells."""
     out = np.empty(state.shape[:-1], np.int8)
-    _label_map(kernel_view(state), np.float32(alive_threshold), out, _row_scratch(state))
+    with KERNEL_LOCK:
+        _label_map(kernel_view(state), np.float32(alive_threshold), out, _row_scratch(state))
     return out
 
 
@@ -99,16 +101,19 @@ def from_counts(counts):
     """(accuracy %, agreement %) from per-sample counts (B, 13) in the layout of :data:`fastca.spec.N_COUNTS`.
 
     Accuracy: correctly labelled / alive cells that have a target (NaN when there are
-    none). A sample agrees when one label holds all its alive cells (cells with
-    all-negative class channels hold no label); a sample without alive cells agrees.
+    none). Agreement: the share of samples with alive cells in which one label holds all
+    of them (cells with all-negative or non-finite class channels hold no label); NaN when
+    no sample has an alive cell.
     """
     counts = np.asarray(counts)
     n_alive, n_correct, n_targeted = counts[..., 0], counts[..., 1], counts[..., spec.COUNT_TARGETED]
     total = n_targeted.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.where(total > 0, 100.0 * n_correct.sum(axis=-1) / np.maximum(total, 1), np.nan)
-    agree = counts[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == n_alive
-    agreement = 100.0 * agree.mean(axis=-1)
+    has = n_alive > 0
+    agree = (counts[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == n_alive) & has
+    with np.errstate(invalid="ignore", divide="ignore"):
+        agreement = np.where(has.any(axis=-1), 100.0 * agree.sum(axis=-1) / np.maximum(has.sum(axis=-1), 1), np.nan)
     if counts.ndim == 2:
         return float(accuracy), float(agreement)
     return accuracy, agreement
@@ -129,5 +134,6 @@ def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
     """Per-sample counts (B, 13) int64 of a (B, H, W, 20) float32/float16 state against a
     (B, H, W) int16 target map (-1: no target), in the layout of :data:`fastca.spec.N_COUNTS`."""
     out = np.zeros((state.shape[0], spec.N_COUNTS), np.int64)
-    _count(kernel_view(state), np.float32(alive_threshold), targets, out, _row_scratch(state))
+    with KERNEL_LOCK:
+        _count(kernel_view(state), np.float32(alive_threshold), targets, out, _row_scratch(state))
     return out

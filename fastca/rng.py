@@ -144,8 +144,11 @@ def uniform(seed, step, shape, origin=(0, 0, 0)):
 
     ``origin``: global (sample, row, column) of the grid's first cell.
     """
+    from ._numba_setup import KERNEL_LOCK
+
     out = np.empty(tuple(shape), np.float32)
-    _uniform_grid(np.uint64(seed), np.int64(step), _origin(origin), out)
+    with KERNEL_LOCK:  # parallel kernels run one at a time (fork-safe threading layer)
+        _uniform_grid(np.uint64(seed), np.int64(step), _origin(origin), out)
     return out
 
 
@@ -157,8 +160,11 @@ def fire_mask(seed, step, alive, fire_rate, origin=(0, 0, 0)):
 def noise_at(seed, step, b, y, x, std, channels=19):
     """Noise ``std * N(0, 1)`` (float32, shape (n, channels)) for the n cells at (b[i], y[i], x[i])."""
     b, y, x = (np.ascontiguousarray(a, dtype=np.int64) for a in (b, y, x))
+    from ._numba_setup import KERNEL_LOCK
+
     out = np.empty((b.shape[0], channels), np.float32)
-    _noise_at(np.uint64(seed), np.int64(step), b, y, x, np.float32(std), out)
+    with KERNEL_LOCK:
+        _noise_at(np.uint64(seed), np.int64(step), b, y, x, np.float32(std), out)
     return out
 
 

@@ -65,7 +65,7 @@ def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
 
 def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
              start_step=0, threads=None, progress=None, input="auto", callback=None, output="host",
-             storage="float32", origin=(0, 0, 0)):
+             storage="float32", origin=(0, 0, 0), on_nonfinite="raise"):
     """Run the self-classifying MNIST automaton for ``steps`` steps.
 
     Parameters
@@ -117,6 +117,9 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
         Global (sample, row, column) of ``x``'s first cell, for the random keys: a block
         cut from a larger grid with a margin of k cells, run k steps with its origin,
         equals the whole grid's run in its interior, bit for bit.
+    on_nonfinite : {"raise", "warn"}
+        A state that becomes NaN or inf raises FloatingPointError naming the step and the
+        sample (default), or warns once and goes on.
 
     Returns
     -------
@@ -124,7 +127,7 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     """
     steps = _checks.check_steps(steps)
     sim = Simulation(model, x, backend=backend, seed=seed, storage=storage, origin=origin, fire_rate=fire_rate,
-                     noise=noise, start_step=start_step, input=input, threads=threads)
+                     noise=noise, start_step=start_step, input=input, threads=threads, on_nonfinite=on_nonfinite)
     sim._check_output(output)  # before the work, not after it
     targets = None if labels is None else sim.targets(labels)
     t0 = time.perf_counter()

@@ -2,12 +2,16 @@
 
 import contextlib
 import numbers
+import sys
 
 import numpy as np
 
 from . import _checks, backends, metrics, spec
 from .backends.base import Params
 from .weights import NCAWeights
+
+
+MAX_STEP = 2**62  #: step indices stay below this (they are hashed as 64-bit integers)
 
 
 class Simulation:
@@ -39,20 +43,31 @@ class Simulation:
     options : dict, optional
         Backend-specific tuning (e.g. ``{"seg_rows": 32}`` on numba-cuda); results do not
         depend on them.
+    on_nonfinite : {"raise", "warn"}
+        What to do when a cell's state becomes NaN or inf (the kernels flag it as they
+        write; weights that make the state grow without bound do this): raise
+        FloatingPointError naming the step (on a device backend, the run's steps) and the
+        sample, or warn once and go on. Non-finite cells are never counted as a class.
 
     Every option is checked against the backend's capabilities before anything runs.
     """
 
     def __init__(self, model, x, *, backend="auto", seed=0, storage="float32", origin=(0, 0, 0), fire_rate=None,
-                 noise=None, start_step=0, input="auto", threads=None, options=None):
+                 noise=None, start_step=0, input="auto", threads=None, options=None, on_nonfinite="raise"):
         if not isinstance(model, NCAWeights):
             raise TypeError(f"model must be NCAWeights (see fastca.pretrained()), got {type(model).__name__}")
         seed = _checks.check_seed(seed)
         fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
         noise_std = _checks.check_noise(noise, model.noise_std)
         self.t = _checks.check_steps(start_step)
+        if self.t >= MAX_STEP:
+            raise ValueError(f"start_step must be below {MAX_STEP}, got {start_step}")
         origin = _check_origin(origin)
         self.threads = _check_threads(threads)
+        if on_nonfinite not in ("raise", "warn"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self._warned = False
         self.info = backends.resolve(backend)
         dtype = _checks.check_storage(storage)
         if storage not in self.info.storages:
@@ -81,37 +96,63 @@ class Simulation:
 
         callback(step, state): after every step, with a (B, H, W, 20) host view or copy
             (on a device backend a copy per step: slow; prefer ``targets`` for metrics).
-        progress: show a progress bar (default: only for runs over 2e8 cell-steps).
+        progress: show a progress bar (default: only for runs over 2e8 cell-steps, and only
+            when stderr is a terminal).
         targets: optional target map from :meth:`targets` (or labels as in
             :func:`fastca.simulate`): per-step counts are kept on the backend and returned
             as a (steps, B, 13) int64 array (layout: ``spec.N_COUNTS``).
         """
         steps = _checks.check_steps(steps)
+        if self.t + steps >= MAX_STEP:
+            raise ValueError(f"step index {self.t} + {steps} steps would pass {MAX_STEP} (the random keys' range)")
         handle = None
         if targets is not None:
             handle = targets if isinstance(targets, _Targets) else self.targets(targets)
             buf = self._runner.new_counts(steps)
         n_b, n_h, n_w, _ = self.shape
         if progress is None:
-            progress = n_b * n_h * n_w * steps > 2e8
+            progress = n_b * n_h * n_w * steps > 2e8 and sys.stderr.isatty()
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=steps, desc=f"fastca[{self.backend}]", unit="step")
-        with self._threads():
-            for i in range(steps):
-                self._runner.step(self.t)
-                self.t += 1
-                if handle is not None:
-                    self._runner.count(handle.data, buf, i)
-                if callback is not None:
-                    callback(self.t, self._runner.read())
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+        first = self.t
+        every_step = self._runner.cheap_nonfinite_check
+        try:
+            with self._threads():
+                for i in range(steps):
+                    self._runner.step(self.t)
+                    self.t += 1
+                    if every_step:
+                        self._check_finite(self.t, self.t)
+                    if handle is not None:
+                        self._runner.count(handle.data, buf, i)
+                    if callback is not None:
+                        callback(self.t, self._runner.read())
+                    if bar is not None:
+                        bar.update(1)
+            if steps and not every_step:
+                self._check_finite(first + 1, self.t)
+        finally:
+            if bar is not None:
+                bar.close()
         return None if handle is None else self._runner.counts_host(buf)
+
+    def _check_finite(self, lo, hi):
+        sample = self._runner.nonfinite()
+        if sample is None:
+            return
+        when = f"step {hi}" if lo == hi else f"steps {lo}..{hi}"
+        msg = (f"the state became non-finite (NaN or inf) at {when}, in sample {sample}: the model makes it "
+               "grow without bound (such cells are counted as no class)")
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(msg + "; pass on_nonfinite='warn' to go on")
+        if not self._warned:
+            import warnings
+
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            self._warned = True
 
     def targets(self, labels):
         """Prepare per-sample or per-cell target labels (as in :func:`fastca.simulate`) once, on the backend."""

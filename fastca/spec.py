@@ -94,13 +94,18 @@ def label_of(cell):
     """(label, label or N_CLASSES): the argmax of a cell's class channels, and the same
     with N_CLASSES ("undecided") when every class channel is negative.
 
-    ``cell``: the (20,) channels of one cell (or any array indexed the same way).
+    A cell with a non-finite class channel (NaN or inf) is never a class: both are
+    N_CLASSES. ``cell``: the (20,) channels of one cell (or any array indexed the same way).
     """
     best = 0
     value = cell[CLASS_START]
+    finite = value - value == 0  # False for NaN and inf
     for d in range(1, N_CLASSES):
         v = cell[CLASS_START + d]
+        finite = finite and v - v == 0
         if v > value:
             value = v
             best = d
+    if not finite:
+        return N_CLASSES, N_CLASSES
     return best, (best if value >= 0 else N_CLASSES)

@@ -228,6 +228,12 @@ class Trainer:
         t0 = time.perf_counter()
         while self.iteration < total:
             loss = self.train_step()
+            if not np.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(
+                    f"training diverged: loss {loss} at iteration {self.iteration} (lower --lr?); "
+                    + (f"the last good checkpoint in {out_dir} is kept" if out_dir else "nothing was saved"))
             if bar is not None:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}", refresh=False)
                 bar.update(1)
@@ -262,16 +268,7 @@ class Trainer:
     @classmethod
     def resume(cls, path, images, labels, **overrides):
         """Rebuild a trainer from a checkpoint; ``overrides`` may change e.g. iterations or device."""
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {exc}") from exc
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not a fastca training checkpoint")
-        if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this fastca supports")
+        ckpt = load_checkpoint(path)
         config = TrainConfig(**{**ckpt["config"], **overrides})
         trainer = cls(images, labels, config)
         trainer.net.load_state_dict(ckpt["model"])
@@ -289,6 +286,43 @@ class Trainer:
         trainer.iteration = ckpt["iteration"]
         trainer.losses = list(ckpt["losses"])
         return trainer
+
+
+_CHECKPOINT_TYPES = {"format": str, "version": int, "iteration": int, "config": dict, "model": dict, "optimizer": dict,
+                     "pool": torch.Tensor, "pool_labels": torch.Tensor, "torch_rng": torch.Tensor,
+                     "numpy_rng": dict, "losses": list}
+
+
+def load_checkpoint(path):
+    """A checkpoint's contents, read safely and checked: ``torch.load(..., weights_only=True)``
+    takes plain containers, numbers, strings and tensors only, so a crafted file runs no code."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable fastca checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    _check_checkpoint(path, ckpt)
+    return ckpt
+
+
+def checkpoint_config(path):
+    """The TrainConfig fields (a dict) saved in a checkpoint."""
+    return load_checkpoint(path)["config"]
+
+
+def _check_checkpoint(path, ckpt):
+    """Refuse anything but a fastca checkpoint with the expected keys and types, naming the file."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a fastca training checkpoint")
+    for key, kind in _CHECKPOINT_TYPES.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise ValueError(f"{path}: checkpoint entry {key!r} is missing or not a {kind.__name__}")
+    if ckpt["version"] > CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this fastca supports")
+    unknown = set(ckpt["config"]) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"{path}: checkpoint config has unknown fields {sorted(unknown)}")
 
 
 def train(images, labels, config=None, out_dir=None, resume=False, progress=True, time_limit=None, **kwargs):

@@ -10,6 +10,7 @@ from . import spec
 
 FORMAT_VERSION = 1
 MODEL_KIND = "self-classifying-mnist"
+_MAX_MEMBER_BYTES = 1 << 20  #: the largest array (w1, 57,600 B as float32; 115 KB as float64) and its header fit easily
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,10 @@ class NCAWeights:
                 raise TypeError(f"weight {key} must be a float array, got dtype {arr.dtype}")
             if arr.shape != shape:
                 raise ValueError(f"weight {key} must have shape {shape}, got {arr.shape}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"weight {key} contains NaN or inf")
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            with np.errstate(over="ignore"):
+                arr = np.ascontiguousarray(arr, dtype=np.float32)
+            if not np.all(np.isfinite(arr)):  # after the cast: 1e39 in float64 is inf in float32
+                raise ValueError(f"weight {key} contains NaN or inf (in float32)")
             arr.setflags(write=False)
             object.__setattr__(self, key, arr)
         for key in ("fire_rate", "alive_threshold"):
@@ -112,9 +114,20 @@ class NCAWeights:
     def load(cls, path):
         """Read a file written by :meth:`save`; raises ValueError for a truncated or foreign file."""
         path = os.fspath(path)
+        known = ("format_version", "model_kind", "fire_rate", "alive_threshold", "noise_std", "name",
+                 *spec.WEIGHT_SHAPES)
         try:
+            if not zipfile.is_zipfile(path):
+                raise ValueError("not a zip archive (an .npy array or another file?)")
             with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
+                data = {}
+                for k in known:  # only the members the format knows, each within its size
+                    if k not in z.files:
+                        continue
+                    size = z.zip.getinfo(k + ".npy").file_size
+                    if size > _MAX_MEMBER_BYTES:
+                        raise ValueError(f"member {k!r} holds {size} bytes, more than the format's")
+                    data[k] = z[k]
         except FileNotFoundError:
             raise
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:

@@ -23,6 +23,7 @@ is reproducible from its seed and event list.
 import dataclasses
 import json
 import os
+import sys
 
 import numba
 import numpy as np
@@ -109,15 +110,17 @@ def digit_metrics(labels, comp, n_comp, targets):
     """Per component: (digit (n,), cells (n,), correct (n,), agree (n,) bool).
 
     labels: (H, W) int8 label map (-1 dead); comp: (H, W) component ids (0 = none). A
-    component's digit is the most common target among its cells.
+    component's digit is the most common target among its cells, -1 when none of its cells
+    has a target (it then has no correct cells and is left out of accuracies).
     """
     ids = comp.ravel()
     keep = ids > 0
     ids, lab, tgt = ids[keep] - 1, labels.ravel()[keep].astype(np.int64), targets.ravel()[keep].astype(np.int64)
     votes = np.zeros((n_comp, spec.N_CLASSES), np.int64)
-    np.add.at(votes, (ids, np.clip(tgt, 0, 9)), 1)
-    digit = votes.argmax(1)
-    cells = votes.sum(1)
+    has = tgt >= 0
+    np.add.at(votes, (ids[has], tgt[has]), 1)
+    digit = np.where(votes.sum(1) > 0, votes.argmax(1), -1)
+    cells = np.bincount(ids, minlength=n_comp).astype(np.int64)
     correct = np.bincount(ids, weights=(lab == digit[ids]), minlength=n_comp).astype(np.int64)
     per_label = np.zeros((n_comp, spec.N_CLASSES), np.int64)
     np.add.at(per_label, (ids, np.clip(lab, 0, 9)), 1)
@@ -125,13 +128,21 @@ def digit_metrics(labels, comp, n_comp, targets):
     return digit, cells, correct, agree
 
 
+MAX_EVENT_COUNT = 10_000  #: "count" above this is refused (each repeat edits the world)
+
+
 def load_events(source):
-    """Events from a list of dicts, a JSON string, or a path to a JSON file; validated."""
+    """Events from a list of dicts, a JSON string, or a path to a JSON file; checked for form.
+
+    :func:`validate_events` checks them against a world (positions, tiles, steps).
+    """
     if isinstance(source, (str, os.PathLike)):
         text = str(source)
         if os.path.exists(text):
             with open(text, encoding="utf-8") as f:
                 text = f.read()
+        elif not text.lstrip().startswith(("[", "{")):
+            raise ValueError(f"events: no such file {text!r} (and not a JSON list either)")
         try:
             source = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -145,8 +156,58 @@ def load_events(source):
         step = ev.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"event {i}: 'step' must be an int >= 0, got {step!r}")
-        events.append(dict(ev))
+        count = ev.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_EVENT_COUNT:
+            raise ValueError(f"event {i}: 'count' must be an int in 1..{MAX_EVENT_COUNT}, got {count!r}")
+        events.append(dict(ev, index=i))
     return sorted(events, key=lambda e: e["step"])
+
+
+def _number(i, ev, key, lo, hi):
+    value = ev[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
+        raise ValueError(f"event {i} ({ev['type']}): {key!r} must be a number in [{lo}, {hi}], got {value!r}")
+
+
+def _point(i, ev, key, value, h, w):
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not (0 <= value[0] < h and 0 <= value[1] < w)):
+        raise ValueError(f"event {i} ({ev['type']}): {key} must be [row, column] inside the {h}x{w} world, got {value!r}")
+
+
+def validate_events(events, world, steps):
+    """Check every event against the world and the run length before the first step.
+
+    Raises ValueError naming the event (its index in the list) and what is wrong.
+    """
+    h, w = world.gray.shape
+    rows, cols = world.index.shape
+    for ev in events:
+        i = ev.get("index", "?")
+        if ev["step"] >= steps:
+            raise ValueError(f"event {i} ({ev['type']}): step {ev['step']} is not before the end of the run ({steps})")
+        if ev["type"] == "erase":
+            if "center" in ev:
+                _point(i, ev, "center", ev["center"], h, w)
+            if "radius" in ev:
+                _number(i, ev, "radius", 0, max(h, w))
+        elif ev["type"] == "stroke":
+            if "points" in ev:
+                pts = ev["points"]
+                if not isinstance(pts, list) or not 1 <= len(pts) <= 10_000:
+                    raise ValueError(f"event {i} (stroke): 'points' must be a list of 1..10000 [row, column]")
+                for p in pts:
+                    _point(i, ev, "points", p, h, w)
+            if "width" in ev:
+                _number(i, ev, "width", 0, max(h, w))
+        elif ev["type"] == "replace" and "tile" in ev:
+            tile = ev["tile"]
+            if (not isinstance(tile, (list, tuple)) or len(tile) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in tile)
+                    or not (0 <= tile[0] < rows and 0 <= tile[1] < cols)):
+                raise ValueError(f"event {i} (replace): 'tile' must be [row, col] in the {rows}x{cols} tile grid, "
+                                 f"got {tile!r}")
 
 
 def apply_event(sim, world, event, rng):
@@ -161,7 +222,8 @@ def apply_event(sim, world, event, rng):
     resolved = []
     count = int(event.get("count", 1))
     for _ in range(count):
-        ev = dict(event, count=1)
+        ev = {k: v for k, v in event.items() if k != "index"}
+        ev["count"] = 1
         if kind == "replace_all":
             pick = rng.integers(0, len(world.images), world.index.shape)
             gray, targets, _ = data.mnist_world(world.images[pick.ravel()], world.labels[pick.ravel()], h, w)
@@ -218,6 +280,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
         raise ValueError(f"frame_every must be an int >= 1, got {frame_every!r}")
     frame_fn = frame_fn or colorize
     events = load_events(list(events)) if not isinstance(events, (str, os.PathLike)) else load_events(events)
+    validate_events(events, world, steps)
     rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
     world = dataclasses.replace(world, targets=world.targets.copy(), index=world.index.copy())
     sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads)
@@ -228,7 +291,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     applied = []
     comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
     bar = None
-    if progress or (progress is None and world.gray.size * steps > 2e8):
+    if progress or (progress is None and world.gray.size * steps > 2e8 and sys.stderr.isatty()):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"fastca[{sim.backend}]", unit="step")
@@ -238,7 +301,8 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     for t in range(1, steps + 1):
         sim.run(1, progress=False)
         digit, cells, correct, agree = digit_metrics(sim.labels(), comp, n_comp, world.targets)
-        acc[t - 1] = 100.0 * correct.sum() / max(cells.sum(), 1)
+        scored = digit >= 0
+        acc[t - 1] = 100.0 * correct[scored].sum() / cells[scored].sum() if scored.any() else float("nan")
         agr[t - 1] = 100.0 * agree.mean() if n_comp else float("nan")
         history.append(agree & (correct == cells))
         if t % frame_every == 0 or t == steps:
@@ -260,7 +324,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
         if len(hist) and hist[-1, k]:
             not_ok = np.nonzero(~hist[:, k])[0]
             settled = int(not_ok[-1] + 2) if len(not_ok) else 1
-        digits.append(dict(component=k + 1, digit=int(digit[k]), cells=int(cells[k]),
-                           accuracy=100.0 * correct[k] / max(cells[k], 1), agreement=bool(agree[k]),
-                           steps_to_consensus=settled))
+        digits.append(dict(component=k + 1, digit=int(digit[k]) if digit[k] >= 0 else None, cells=int(cells[k]),
+                           accuracy=100.0 * correct[k] / max(cells[k], 1) if digit[k] >= 0 else None,
+                           agreement=bool(agree[k]), steps_to_consensus=settled))
     return WorldRun(sim.state(), frames, frame_steps, acc, agr, digits, applied)

@@ -84,7 +84,8 @@ def add_update(cell, d, b3, key, noise_std):
 
     cell: (20,) stored state (float32, or float16 bits: the sum is taken in float32 and
     rounded once); d: the cell's row of mlp_block's output; the noise comes from the
-    shared generator with the cell's ``key``.
+    shared generator with the cell's ``key``. Returns False when a written value is not
+    finite (NaN or inf).
     """
     if noise_std > 0:
         for pair in range((OUT + 1) // 2):
@@ -96,3 +97,7 @@ def add_update(cell, d, b3, key, noise_std):
     else:
         for o in range(OUT):
             cell[1 + o] = store(load(cell[1 + o]) + (d[o] + b3[o]), cell[1 + o])
+    total = np.float32(0.0)
+    for o in range(OUT):
+        total += load(cell[1 + o]) * np.float32(0.0)  # NaN if any value is NaN or inf
+    return total == 0

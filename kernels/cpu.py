@@ -34,14 +34,18 @@ spec_is_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
 
 @numba.njit(cache=True, inline="always")
 def _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std):
+    """MLP of the block and the updates; returns the flat row of a cell that became non-finite, or -1."""
     mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D)
+    bad = -1
     for i in range(n):
-        add_update(rows[ys[i], xs[i]], D[i], b3, keys[i], noise_std)
+        if not add_update(rows[ys[i], xs[i]], D[i], b3, keys[i], noise_std):
+            bad = np.int64(ys[i])
+    return bad
 
 
 @numba.njit(cache=True, parallel=True)
 def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr, origin,
-                 bands, halo, ring, P_all, H1_all, H2_all, D_all, where):
+                 bands, nonfinite, halo, ring, P_all, H1_all, H2_all, D_all, where):
     """Advance the state by one step in place.
 
     rows: the state as (B*H, W, 20) rows (a view of the C-contiguous (B, H, W, 20) state),
@@ -49,7 +53,8 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
     b2: (80,); w3: (80, 19); b3: (19,), all float32 C-contiguous.
     seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
     noise_std, alive_thr: float32; origin: (3,) int64 global (sample, row, column) of the
-    state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1). Scratch, T >= the
+    state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1). nonfinite: (K,) int64,
+    set to 1 + the sample of a cell that became non-finite in band k (0: none). Scratch, T >= the
     number of Numba threads: halo (K, 2, W, 20) and ring (T, 3, W, 20) float32; block
     buffers P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, 19)
     float32 (separate C-contiguous arrays, so the block loops vectorise); where
@@ -93,10 +98,14 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
                         ys[n], xs[n], keys[n] = r, x, key
                         n += 1
                         if n == BLOCK:
-                            _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
+                            bad = _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
+                            if bad >= 0:
+                                nonfinite[k] = 1 + bad // height
                             n = 0
         if n > 0:
-            _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
+            bad = _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
+            if bad >= 0:
+                nonfinite[k] = 1 + bad // height
 
 
 def make_bands(batch, height, rows=None):

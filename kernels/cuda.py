@@ -138,7 +138,7 @@ def _make_step(ncg, nog, half, mode=0):
 
     @cuda.jit(device=True)
     def flush(state, base_b, height, width, count, chunk, slot_y, slot_x, slot_key, w1, b1, w2, b2, w3, b3,
-              noise_std):
+              noise_std, bad):
         """MLP of the ``count`` gathered cells of ``chunk`` and their residual update (the whole block)."""
         tid = cuda.threadIdx.x
         cg = tid % ncg
@@ -218,13 +218,17 @@ def _make_step(ncg, nog, half, mode=0):
                 d0 = d0 + z0 * noise_std
                 d1 = d1 + z1 * noise_std
             state[cell + 1 + o] = cast(float32(state[cell + 1 + o]) + d0)
+            check = float32(state[cell + 1 + o]) * float32(0.0)  # NaN when the value is NaN or inf
             if o + 1 < OUT:
                 state[cell + 2 + o] = cast(float32(state[cell + 2 + o]) + d1)
+                check += float32(state[cell + 2 + o]) * float32(0.0)
+            if check != 0:
+                bad[0] = 1 + base_b // height  # 1 + the sample of a cell that became non-finite
         cuda.syncthreads()  # the chunk is free again
 
     @cuda.jit
     def step(state, rowhalo, colhalo, height, width, n_rb, n_cb, w1, b1, w2, b2, w3, b3, seed, step_idx, fire_rate,
-             noise_std, alive_thr, seg_rows, b_off, strip_off, seg_off, origin_b, origin_y, origin_x):
+             noise_std, alive_thr, seg_rows, b_off, strip_off, seg_off, origin_b, origin_y, origin_x, bad):
         """One in-place step of the cells of one (strip, segment, sample); run ``save_halos`` first.
 
         Grid (strips, segments, samples - b_off), block (NCG * NOG,). Arrays are flat views:
@@ -234,7 +238,8 @@ def _make_step(ncg, nog, half, mode=0):
         flat float32 in (in, out) order. seed: uint64; step_idx: int64; fire_rate, noise_std,
         alive_thr: float32; seg_rows: rows per segment; b_off, strip_off, seg_off: first sample,
         strip and segment of this launch; origin_*: global coordinates of cell (0, 0, 0) for
-        the random keys.
+        the random keys; bad: (1,) int64, set to 1 + the sample of a cell that became
+        non-finite (NaN or inf).
         """
         ring = cuda.shared.array(RING_SIZE, float32)
         chunk = cuda.shared.array(CHUNK_SIZE, float32)
@@ -301,12 +306,12 @@ def _make_step(ncg, nog, half, mode=0):
                 if count == M:
                     cuda.syncthreads()
                     flush(state, b * height, height, width, count, chunk, slot_y, slot_x, slot_key,
-                          w1, b1, w2, b2, w3, b3, noise_std)
+                          w1, b1, w2, b2, w3, b3, noise_std, bad)
                     count = 0
             cuda.syncthreads()  # ring, counter and lists are rewritten by the next sub-tile
         if count > 0:
             flush(state, b * height, height, width, count, chunk, slot_y, slot_x, slot_key,
-                  w1, b1, w2, b2, w3, b3, noise_std)
+                  w1, b1, w2, b2, w3, b3, noise_std, bad)
 
     return step
 
@@ -343,30 +348,26 @@ def save_halos(state, rowhalo, colhalo, seg_rows):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < n_rows + n_cols:
-        if i < n_rows:
-            x = i % width
-            t = i // width
-            side = t % 2
-            t = t // 2
-            s = t % n_rb
-            b = t // n_rb
+        if i < n_rows:  # item = ((b, boundary s, side) row, column x)
+            x, side, s, b = _boundary_item(i, width, n_rb)
             y = (s + 1) * seg_rows - 1 + side
             if y < height:
                 for c in range(C):
                     rowhalo[b, s, side, x, c] = state[b, y, x, c]
-        else:
-            j = i - n_rows
-            y = j % height
-            t = j // height
-            side = t % 2
-            t = t // 2
-            ll = t % n_cb
-            b = t // n_cb
+        else:  # item = ((b, boundary l, side) column, row y)
+            y, side, ll, b = _boundary_item(i - n_rows, height, n_cb)
             x = (ll + 1) * TW - 1 + side
             if x < width:
                 for c in range(C):
                     colhalo[b, ll, side, y, c] = state[b, y, x, c]
         i += stride
+
+
+@cuda.jit(device=True)
+def _boundary_item(i, n_pos, n_bound):
+    """(position, side, boundary, sample) of flat item i over (B, n_bound, 2, n_pos)."""
+    t = i // n_pos
+    return i - t * n_pos, t % 2, (t // 2) % n_bound, (t // 2) // n_bound
 
 
 def halo_shapes(batch, height, width, seg_rows):
@@ -470,21 +471,11 @@ def init_kernel(gray, is_uint8, state):
 
 
 @cuda.jit
-def convert_kernel(src, dst):
-    """dst = src rounded to dst's type (a float32 state into float16 storage), one cell per item."""
-    n_b, height, width = src.shape[0], src.shape[1], src.shape[2]
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < n_b * height * width:
-        b, y, x = _cell_of(i, height, width)
-        for c in range(C):
-            dst[b, y, x, c] = src[b, y, x, c]
-        i += stride
+def copy_window(state, b0, y0, x0, out):
+    """out (nb, h, w, 20) = state[b0:b0+nb, y0:y0+h, x0:x0+w] in out's type (the window lies inside).
 
-
-@cuda.jit
-def read_window(state, b0, y0, x0, out):
-    """out (nb, h, w, 20) float32 = state[b0:b0+nb, y0:y0+h, x0:x0+w] (the window lies inside)."""
+    Reads a window to the host (float32 out), and rounds a float32 state into float16 storage.
+    """
     n_b, height, width = out.shape[0], out.shape[1], out.shape[2]
     i = cuda.grid(1)
     stride = cuda.gridsize(1)

@@ -83,6 +83,18 @@ def test_simulate_image_any_size(tmp_path):
         (None, ["--world", "30", "30", "--events", "[{\"type\": \"boom\", \"step\": 1}]"], "needs a 'type'"),
         (None, ["--world", "30", "30", "--backend", "warp"], "unknown backend 'warp'"),
         (None, [], "give exactly one of"),
+        (lambda d: Image.fromarray(np.full((9, 9), 200, np.uint8)).save(d / "d.png"), ["--image", "d.png", "--label",
+                                                                                          "12"], "--label is the digit"),
+        (None, ["--mnist-index", "3", "--label", "5"], "without --image"),
+        (None, ["--world", "30", "30", "--events", '[{"type": "erase", "step": 1, "count": 1e12}]'], "'count' must be"),
+        (None, ["--world", "30", "30", "--events", '[{"type": "erase", "step": 1}, {"type": "erase", "step": 2, '
+                '"center": [99, 3]}]'], "event 1 (erase): center must be [row, column] inside the 30x30 world"),
+        (None, ["--world", "60", "60", "--events", '[{"type": "replace", "step": 1, "tile": [5, 0]}]'],
+         "event 0 (replace): 'tile' must be [row, col] in the 3x3 tile grid"),
+        (None, ["--world", "30", "30", "--steps", "5", "--events", '[{"type": "erase", "step": 9}]'],
+         "not before the end of the run"),
+        (None, ["--world", "30", "30", "--events", "events.json"], "no such file 'events.json'"),
+        (None, ["--world", "20000", "20000", "--scale", "1000"], "this run needs about"),
     ],
 )
 def test_simulate_bad_input(tmp_path, make, args, fragment):
@@ -100,3 +112,47 @@ def test_demo_bad_option_is_one_line_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == ["fastca: error: --rows and --cols must be in 1..16, got 0 and 10"]
     assert not (tmp_path / "fastca-out").exists()
+
+
+def test_eval_and_train_refuse_non_positive_counts(tmp_path):
+    for cmd in (["eval", "--digits", "0"], ["eval", "--digits", "-3"], ["train", "--limit", "0"]):
+        p = run(*cmd, "--out", "o", cwd=tmp_path)
+        assert p.returncode == 2 and "must be >= 1" in p.stderr, p.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_out_fails_before_the_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    p = run("simulate", "--mnist-index", 1, "--steps", 2, "--out", tmp_path / "file" / "sub")
+    assert p.returncode == 2 and "cannot write to the output folder" in p.stderr and "step" not in p.stdout.split(";")[-1]
+
+
+def test_image_without_label_has_no_target(tmp_path):
+    img = np.zeros((28, 28), np.uint8)
+    img[8:20, 12:16] = 255
+    Image.fromarray(img).save(tmp_path / "one.png")
+    p = run("simulate", "--image", tmp_path / "one.png", "--steps", 3, "--scale", 1, "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["accuracy"] == [None, None, None]  # not scored as digit 0
+    assert all(d["digit"] is None and d["accuracy"] is None for d in metrics["digits"])
+
+
+def test_bad_model_files_are_one_line_errors(tmp_path):
+    (tmp_path / "m.json").write_text('{"modelTopology": {"node": [{"name": "sequential/conv2d/Conv2D/ReadVariableOp'
+                                      '/resource", "attr": {"value": {"tensor": {}}}}]}}')
+    np.save(tmp_path / "m.npy", np.zeros(3))
+    (tmp_path / "m.npy").rename(tmp_path / "m.npz")
+    for name, fragment in (("m.json", "malformed node"), ("m.npz", "not a readable fastca weights .npz")):
+        p = run("simulate", "--mnist-index", 0, "--steps", 1, "--model", tmp_path / name, "--out", tmp_path / "o")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and fragment in lines[0], p.stderr
+
+
+def test_memory_estimate_refuses_with_the_numbers(monkeypatch):
+    from fastca import cli
+
+    monkeypatch.setattr(cli, "_available_memory", lambda: 8 << 30)
+    with pytest.raises(cli.CLIError, match=r"needs about .* GiB .* but 8.0 GiB are available"):
+        cli._check_memory(20000, 20000, 100, 2, 1)
+    cli._check_memory(280, 280, 100, 2, 2)  # a small world fits

@@ -49,11 +49,47 @@ def test_bad_checkpoints_are_refused(tmp_path, train_digits):
     trainer.run(tmp_path, progress=False)
     raw = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 3])
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="not a readable fastca checkpoint"):
         Trainer.resume(tmp_path / "cut.pt", *train_digits)
     torch.save({"format": "something-else"}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a fastca training checkpoint"):
         Trainer.resume(tmp_path / "foreign.pt", *train_digits)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ckpt["pool"] = [1, 2, 3]
+    torch.save(ckpt, tmp_path / "wrong-type.pt")
+    with pytest.raises(ValueError, match="entry 'pool' is missing or not a Tensor"):
+        Trainer.resume(tmp_path / "wrong-type.pt", *train_digits)
+
+
+class _Payload:
+    """Unpickling this object creates a file: what a crafted checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_checkpoint_runs_no_code(tmp_path, train_digits):
+    marker = tmp_path / "pwned"
+    torch.save({"format": "fastca-train-checkpoint", "config": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt: not a readable fastca checkpoint"):
+        Trainer.resume(tmp_path / "evil.pt", *train_digits)
+    assert not marker.exists()
+
+
+def test_diverging_training_stops_and_keeps_the_good_checkpoint(tmp_path, train_digits):
+    config = TrainConfig(iterations=4, seed=0, **{**TINY, "checkpoint_every": 2})
+    trainer = Trainer(*train_digits, config)
+    trainer.run(tmp_path, progress=False, stop_at=2)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        for p in trainer.net.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        trainer.run(tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
 
 
 def test_config_checks_and_schedule():
@@ -131,3 +167,20 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path, train_digits):
     _, trainer = train(*train_digits, config, out_dir=tmp_path, progress=False, time_limit=0.0)
     assert trainer.iteration == 1  # the limit is checked after each iteration
     assert Trainer.resume(tmp_path / "checkpoint.pt", *train_digits).iteration == 1
+
+
+@needs_mnist
+def test_train_cli_two_iterations_then_resume_and_conflicts(tmp_path):
+    """fastca train for 2 iterations, --resume to 3; a different recipe on --resume is refused."""
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fastca", "train", "--data", str(MNIST_DIR), "--limit", "64",
+                               "--out", str(tmp_path), *args], capture_output=True, text=True, timeout=600)
+
+    p = cli("--iterations", "2", "--checkpoint-every", "1")
+    assert p.returncode == 0, p.stderr
+    p = cli("--iterations", "3", "--resume")
+    assert p.returncode == 0 and "iteration 3" in p.stdout, p.stderr
+    p = cli("--iterations", "4", "--resume", "--lr", "0.5", "--seed", "3")
+    assert p.returncode == 2 and "--lr 0.5 (checkpoint: 0.001)" in p.stderr and "--seed 3" in p.stderr, p.stderr
+    p = cli("--iterations", "4", "--resume", "--lr", "0.001")  # the same value is no conflict
+    assert p.returncode == 0, p.stderr

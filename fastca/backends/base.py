@@ -18,6 +18,8 @@ first step and never needs a backend's name. A runner owns the state of one simu
 ``read()``, ``labels()``, ``output(array, output)``
     The state as NumPy; the label map in the runner's memory; a runner array as NumPy
     ("host") or as it is ("device").
+``nonfinite()``
+    The sample of a cell whose state became NaN or inf since the last call, or None.
 ``read_window(b0, y0, x0, nb, h, w)``, ``write_gray(b0, y0, x0, gray)``
     A window of the state as float32 NumPy; replace the gray of a window (channels
     1..19 zeroed where the new gray is dead), in place.
@@ -138,6 +140,13 @@ class HostRunner:
     """Shared parts of the runners whose state is a NumPy-compatible host array."""
 
     host_view = True  #: read() returns the live state, not a copy
+    cheap_nonfinite_check = True  #: nonfinite() may be asked after every step
+
+    def nonfinite(self):
+        """The sample of a cell that became non-finite since the last call (None: none)."""
+        state = self.read()
+        ok = np.isfinite(state[..., 1:].reshape(state.shape[0], -1)).all(axis=1)
+        return None if ok.all() else int(np.argmin(ok))
 
     def __init__(self, params):
         self.params = params

@@ -1,8 +1,11 @@
 """The numba-cpu backend: the fused in-place Numba CPU kernel (:mod:`fastca.kernels.cpu`)."""
 
+import sys
+
 import numpy as np
 
-from .. import spec
+from .. import _numba_setup, spec
+from .._numba_setup import KERNEL_LOCK
 from .base import BackendInfo, HostRunner, register
 
 
@@ -21,11 +24,13 @@ class NumbaCPU(HostRunner):
         from ..kernels.storage import kernel_view
 
         self._kernel = cpu.step_inplace
+        _announce_compilation(self._kernel)
         self.state = state  # float32, or float16 (storage="float16")
         n_b, n_h, n_w, _ = state.shape
         self._rows = kernel_view(state).reshape(n_b * n_h, n_w, spec.CHANNELS)  # a view: the kernel's layout
         self._height = n_h
         self._bands = cpu.make_bands(n_b, n_h, band_rows)
+        self._nonfinite = np.zeros(len(self._bands), np.int64)
         self._scratch = cpu.scratch_buffers(len(self._bands), n_w, numba.config.NUMBA_NUM_THREADS)
         w = weights
         self._weights = (w.w1.reshape(spec.PERCEPTION_IN, spec.HIDDEN), w.b1, w.w2, w.b2, w.w3, w.b3)
@@ -42,9 +47,17 @@ class NumbaCPU(HostRunner):
     def step(self, t):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         seed, fire_rate, noise_std, alive, origin = self._args
-        with _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
+        with KERNEL_LOCK, _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
             self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
-                         origin, self._bands, *self._scratch)
+                         origin, self._bands, self._nonfinite, *self._scratch)
+
+    def nonfinite(self):
+        """The sample of a cell that became non-finite since the last call (None: none); resets."""
+        hit = self._nonfinite[self._nonfinite > 0]
+        if hit.size == 0:
+            return None
+        self._nonfinite[:] = 0
+        return int(hit.min()) - 1
 
     def read(self):
         """The current state as a numpy array (a view, no copy)."""
@@ -52,6 +65,17 @@ class NumbaCPU(HostRunner):
 
 
 _BLAS_LIMITER = None
+_ANNOUNCED = False
+
+
+def _announce_compilation(kernel):
+    """Say once, on stderr, that the first run compiles the kernels (15-20 s of silence otherwise)."""
+    global _ANNOUNCED
+    if _ANNOUNCED or kernel.signatures or not _numba_setup.fresh_cache:
+        return
+    _ANNOUNCED = True
+    print(f"fastca: compiling the CPU kernels (first run only, about 20 s; cached in {_numba_setup.cache_dir})",
+          file=sys.stderr, flush=True)
 
 
 def _single_threaded_blas():

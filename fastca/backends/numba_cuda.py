@@ -26,6 +26,7 @@ class NumbaCUDA:
     """
 
     host_view = False  #: read() returns a host copy
+    cheap_nonfinite_check = False  #: nonfinite() synchronises with the device
 
     def __init__(self, weights, state, params, seg_rows=None, layout=None, mode=0, block_order="normal"):
         cuda = numba_cuda()
@@ -59,6 +60,7 @@ class NumbaCUDA:
         self._cell_launch = kern.launch_1d(n_b * n_h * n_w)
         self._count_grid = (max(1, min(-(-n_h * n_w // 256), 1024)), n_b)
         self._thr = np.float32(p.alive_threshold)
+        self._bad = cuda.to_device(np.zeros(1, np.int64))
         if block_order not in ("normal", "reverse"):
             raise ValueError(f"block_order must be 'normal' or 'reverse', got {block_order!r}")
         self._reverse = block_order == "reverse"
@@ -91,7 +93,7 @@ class NumbaCUDA:
             if arr.dtype == dtype:
                 state.copy_to_device(arr.reshape(state.shape))
             else:  # float32 device state into float16 storage: round on the device
-                kern.convert_kernel[kern.launch_1d(state.size // spec.CHANNELS)](arr.reshape(state.shape), state)
+                kern.copy_window[kern.launch_1d(state.size // spec.CHANNELS)](arr.reshape(state.shape), 0, 0, 0, state)
             return state, shape[:-1], len(shape) == 4
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"device gray input must be a non-empty (H, W) or (B, H, W), got shape {shape}")
@@ -119,11 +121,22 @@ class NumbaCUDA:
             for b0 in reversed(range(n_b)):
                 for seg in reversed(range(self._grid[1])):
                     for strip in reversed(range(self._grid[0])):
-                        self._kernel[(1, 1, 1), self._threads](*args, b0, strip, seg, *self._origin)
+                        self._kernel[(1, 1, 1), self._threads](*args, b0, strip, seg, *self._origin, self._bad)
             return
         for b0 in range(0, n_b, 65535):  # the grid's z extent is at most 65535
             grid = self._grid + (min(65535, n_b - b0),)
-            self._kernel[grid, self._threads](*args, b0, 0, 0, *self._origin)
+            self._kernel[grid, self._threads](*args, b0, 0, 0, *self._origin, self._bad)
+
+    def nonfinite(self):
+        """The sample of a cell that became non-finite since the last call (None: none); resets.
+
+        Reads one device word, so the simulation asks at the end of a run, not every step.
+        """
+        flag = int(self._bad.copy_to_host()[0])
+        if flag == 0:
+            return None
+        self._bad.copy_to_device(np.zeros(1, np.int64))
+        return flag - 1
 
     def prepare_targets(self, targets):
         """The (B, H, W) target map, copied to the device once."""
@@ -159,7 +172,7 @@ class NumbaCUDA:
 
     def read_window(self, b0, y0, x0, nb, h, w):
         out = self._cuda.device_array((nb, h, w, spec.CHANNELS), np.float32)
-        self._k.read_window[self._k.launch_1d(nb * h * w)](self.state, b0, y0, x0, out)
+        self._k.copy_window[self._k.launch_1d(nb * h * w)](self.state, b0, y0, x0, out)
         return out.copy_to_host()
 
     def write_gray(self, b0, y0, x0, gray):

@@ -1,0 +1,73 @@
+"""Numba set-up done once, before any kernel is compiled: the cache folder and the threading layer.
+
+Cache: Numba keys a cached kernel on its own source file only, so after an edit of a
+file it inlines (cell.py, storage.py, rng.py, spec.py) it would load stale machine code.
+fastca caches into a folder named by a hash of every source that its compiled functions
+use, so any change compiles afresh. When that folder cannot be written (a read-only
+home), a temporary folder is used for this process and a warning says so.
+``$NUMBA_CACHE_DIR`` set by the user is left alone.
+
+Threading: the default GNU OpenMP layer breaks ``fork()`` after a parallel kernel ran
+(a forked child prints "fork() called from a process already using GNU OpenMP" and a
+``multiprocessing`` pool hangs). fastca selects Numba's fork-safe "workqueue" layer
+unless ``$NUMBA_THREADING_LAYER`` says otherwise; kernel calls from several Python
+threads are serialised by :data:`KERNEL_LOCK` (workqueue runs one parallel region at a time).
+"""
+
+import hashlib
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+KERNEL_LOCK = threading.RLock()
+_PKG = Path(__file__).resolve().parent
+_SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py", "kernels/cell.py", "kernels/cpu.py", "kernels/storage.py")
+
+fresh_cache = False  #: True when this process compiles into a new cache folder (the first run)
+cache_dir = None
+
+
+def source_hash():
+    """Hash of every source file whose functions are compiled with cache=True."""
+    h = hashlib.sha256()
+    for name in _SOURCES:
+        path = _PKG / name
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.exists() else b"")
+    return h.hexdigest()[:16]
+
+
+def _writable(folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def configure():
+    """Point Numba's cache and threading layer as described above (idempotent)."""
+    global fresh_cache, cache_dir
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        cache_dir = os.environ["NUMBA_CACHE_DIR"]
+        return
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastca"
+    folder = base / f"numba-{source_hash()}"
+    existed = folder.exists()
+    if not _writable(folder):
+        folder = Path(tempfile.mkdtemp(prefix="fastca-numba-"))
+        warnings.warn(f"fastca: no writable cache folder under {base}; compiled kernels are cached in {folder} "
+                      "for this process only (set NUMBA_CACHE_DIR to keep them)", RuntimeWarning, stacklevel=3)
+        existed = False
+    fresh_cache = not existed
+    cache_dir = str(folder)
+    numba.config.CACHE_DIR = cache_dir

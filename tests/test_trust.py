@@ -1,0 +1,102 @@
+"""Bad input gets a clear error before any work; nothing runs code from a file; NaN is never silent."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastca
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_weights_checked_after_the_float32_cast():
+    w = fastca.NCAWeights.random(seed=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        w.replace(b1=np.full(80, 1e39, np.float64))
+
+
+def test_npz_reads_only_known_members_within_size(tmp_path):
+    w = fastca.NCAWeights.random(seed=0)
+    w.save(tmp_path / "ok.npz")
+    big = tmp_path / "big.npz"
+    with zipfile.ZipFile(tmp_path / "ok.npz") as src, zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        with dst.open("unused.npy", "w", force_zip64=True) as f:  # 64 MB of zeros, compressed to ~64 KB
+            f.write(np.lib.format.magic(1, 0) + b"\0" * (64 << 20))
+    loaded = fastca.NCAWeights.load(big)  # the unknown member is never decompressed
+    np.testing.assert_array_equal(loaded.w1, w.w1)
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    os.replace(tmp_path / "array.npy", tmp_path / "array.npz")
+    with pytest.raises(ValueError, match="array.npz: not a readable fastca weights .npz"):
+        fastca.NCAWeights.load(tmp_path / "array.npz")
+
+
+def test_nonfinite_state_raises_or_warns_and_is_never_a_class():
+    w = fastca.NCAWeights.random(seed=1, scale=0.1).replace(b3=np.full(19, 1e38, np.float32))
+    images, labels = fastca.data.sample_digits()
+    for backend in [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]:
+        with pytest.raises(FloatingPointError, match=r"non-finite .* at step 2, in sample"):
+            fastca.simulate(w, images[:2], 5, backend=backend)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        r = fastca.simulate(w, images[:2], 5, backend="numba-cpu", labels=labels[:2], on_nonfinite="warn")
+    bad = ~np.isfinite(r.state[..., fastca.spec.CLASS_START:]).all(-1) & (r.labels != -1)
+    assert bad.any()
+    assert np.all(r.labels[bad] == fastca.spec.N_CLASSES)  # never a class, so never counted as correct
+    ok = fastca.simulate(w, images[:2], 1, backend="numba-cpu", labels=labels[:2])  # before any overflow
+    assert r.accuracy[-1] <= 100 * (~bad & (r.labels == labels[:2, None, None])).sum() / (r.labels != -1).sum()
+    assert ok.accuracy[-1] >= 0
+
+
+def test_all_dead_batch_has_no_agreement():
+    r = fastca.simulate(fastca.pretrained(), np.zeros((2, 5, 5), np.uint8), 2, labels=[1, 2], backend="numba-cpu")
+    assert np.isnan(r.accuracy[-1]) and np.isnan(r.agreement[-1])
+
+
+def test_ambiguous_and_out_of_range_inputs():
+    model = fastca.pretrained()
+    with pytest.raises(ValueError, match="ambiguous"):
+        fastca.simulate(model, np.zeros((4, 4, 19), np.float32), 1)
+    fastca.simulate(model, np.zeros((4, 4, 19), np.float32), 1, input="gray")  # said explicitly: fine
+    with pytest.raises(ValueError, match="start_step"):
+        fastca.simulate(model, np.zeros((3, 3), np.uint8), 1, start_step=2**63 - 5)
+    r = fastca.simulate(model, np.zeros((3, 3), np.uint8), 1, threads=np.int64(1))
+    assert r.steps == 1
+
+
+def _child(_):
+    return float(fastca.simulate(fastca.pretrained(), fastca.data.sample_digits()[0][:1], 2,
+                                 backend="numba-cpu").state.sum())
+
+
+def test_fork_after_a_parallel_kernel():
+    """The threading layer is fork-safe: a multiprocessing pool works after numba-cpu ran."""
+    code = ("import multiprocessing as mp, fastca, sys; sys.path.insert(0, 'tests'); from test_trust import _child; "
+            "fastca.simulate(fastca.pretrained(), fastca.data.sample_digits()[0][:2], 2, backend='numba-cpu'); "
+            "p = mp.get_context('fork').Pool(2); print(p.map(_child, range(2))); p.close(); p.join()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0 and "fork() called" not in p.stderr, p.stderr[-2000:]
+    assert p.stdout.count(".") >= 2
+
+
+def test_unwritable_cache_folder_falls_back(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(ro)
+    code = "import fastca; from fastca import _numba_setup as s; print(s.cache_dir)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere: the fallback is not exercised")
+    assert "no writable cache folder" in p.stderr and str(ro) not in p.stdout
+
+
+def test_multiprocessing_default_is_not_broken():
+    assert multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver")
