@@ -95,8 +95,9 @@ MUTANTS = {
         "kernels/cuda.py", "(ij - 3 * di - 1)) * C)", "(ij - 3 * di)) * C)", CUDA_TESTS,
         "CUDA: off-by-one column in the gather"),
     "cuda-chunk-last-cell": (
-        "kernels/cuda.py", "                if count == M:\n", "                if count == M - 1:\n", CUDA_TESTS,
-        "CUDA: a chunk flushed one cell early (the cell gathered after it lands in a stale slot)"),
+        "kernels/cuda.py", "                    flush(state, b * height, height, width, count, chunk,",
+        "                    flush(state, b * height, height, width, count - 1, chunk,", CUDA_TESTS,
+        "CUDA: a full chunk is flushed without its last cell"),
 }
 
 
