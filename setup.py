@@ -5,5 +5,5 @@ from setuptools import setup
 setup(
     packages=["fastca", "fastca.kernels"],
     package_dir={"fastca": "fastca", "fastca.kernels": "kernels"},
-    package_data={"fastca": ["assets/*.npz", "assets/*.md", "py.typed"]},
+    package_data={"fastca": ["assets/*.npz", "assets/*.md", "assets/play/*", "py.typed"]},
 )

@@ -93,6 +93,7 @@ def _load_image(path):
 
     if not os.path.isfile(path):
         raise CLIError(f"image file not found: {path}")
+    Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE  # sizes are checked below, before decoding
     try:
         with Image.open(path) as im:
             if im.width > MAX_SIDE or im.height > MAX_SIDE:
@@ -290,6 +291,25 @@ def cmd_train(args):
     return 0
 
 
+def cmd_play(args):
+    import fastca
+    from fastca.play import SIZES, serve
+
+    if args.size not in SIZES:
+        raise CLIError(f"--size must be one of {', '.join(map(str, SIZES))}, got {args.size}")
+    if args.model not in fastca.PRETRAINED:
+        raise CLIError(f"--model must be one of {', '.join(fastca.PRETRAINED)}, got {args.model!r}")
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    backends.resolve(args.backend)
+    try:
+        serve(host=args.host, port=args.port, size=args.size, model=args.model, backend=args.backend,
+              open_browser=args.open)
+    except OSError as exc:  # e.g. the port is taken
+        raise CLIError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
 def _decay(text):
     try:
         return tuple(int(x) for x in str(text).split(",") if x.strip())
@@ -366,6 +386,13 @@ def _parser():
     tr.add_argument("--no-graph", action="store_true", help="on a GPU, run iterations eagerly instead of a CUDA graph")
     tr.add_argument("--time-limit", type=float, default=None,
                     help="stop after this many seconds with a checkpoint (continue later with --resume)")
+    pl = sub.add_parser("play", help="a local web page: draw digits and watch the cells classify them (offline)")
+    pl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    pl.add_argument("--port", type=int, default=8765)
+    pl.add_argument("--model", default="fastca-mnist", help="embedded model: fastca-mnist or distill-2020")
+    pl.add_argument("--backend", default="auto", help=BACKEND_HELP)
+    pl.add_argument("--size", type=int, default=256, help="world side in cells: 28, 56, 128, 256, 512 or 1024")
+    pl.add_argument("--open", action="store_true", help="open the page in the default browser")
     ev = sub.add_parser("eval", help="the article's evaluation protocol on the MNIST test set")
     ev.add_argument("--model", default=None, help=MODEL_HELP)
     ev.add_argument("--data", default=None, help="folder of the MNIST .gz files (default $FASTCA_MNIST_DIR)")
@@ -385,7 +412,8 @@ def main(argv=None):
         for name in ("frame_every", "scale", "fps"):
             if getattr(args, name, 1) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        return {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval}[args.command](args)
+        commands = {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval, "play": cmd_play}
+        return commands[args.command](args)
     except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError, FloatingPointError, MemoryError) as exc:
         print(f"fastca: error: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,30 @@ def _label_map(state, alive_thr, out, rows):
         _label_row(row, alive_thr, out[b, y])
 
 
+@numba.njit(cache=True, parallel=True)
+def _picture_maps(state, alive_thr, gray_out, class_out, rows):
+    n_b, n_h = state.shape[0], state.shape[1]
+    for r in numba.prange(n_b * n_h):
+        b = np.int64(r) // n_h
+        y = np.int64(r) - b * n_h
+        row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
+        for x in range(row.shape[0]):
+            g = row[x, 0]
+            gray_out[b, y, x] = np.uint8(min(max(np.round(g * np.float32(spec.GRAY_LEVELS)), 0.0), 255.0))
+            class_out[b, y, x] = cell_labels(row[x])[1] if _alive(g, alive_thr) else 255
+
+
+def picture_maps(state, alive_threshold=spec.ALIVE_THRESHOLD):
+    """(gray uint8 (B, H, W), class uint8 (B, H, W)) of a (B, H, W, 20) float32/float16 state, for
+    pictures: gray as 0..255; class 0..9, 10 when undecided (all class channels negative or
+    not finite), 255 on dead cells. One parallel pass."""
+    gray = np.empty(state.shape[:-1], np.uint8)
+    classes = np.empty(state.shape[:-1], np.uint8)
+    with KERNEL_LOCK:
+        _picture_maps(kernel_view(state), np.float32(alive_threshold), gray, classes, _row_scratch(state))
+    return gray, classes
+
+
 def _row_scratch(state):
     """Per-thread float32 rows for reading a float16 state (a dummy for float32)."""
     if state.dtype == np.float32:

@@ -50,7 +50,7 @@ def test_gpu_check_script_smoke_under_simulator():
     """benchmarks/gpu_check.sh --smoke runs the CUDA benchmark path end to end without a GPU."""
     root = Path(__file__).resolve().parents[1]
     p = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--smoke"], capture_output=True,
-                       text=True, timeout=900, cwd=root)
+                       text=True, timeout=900, cwd=root, env={**os.environ, "PYTHON": sys.executable})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     table = p.stdout.strip().splitlines()
     assert table[-2].split()[:2] == ["side", "backend"] and table[-1].split()[:2] == ["16", "numba-cuda"]

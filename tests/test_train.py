@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import MNIST_DIR, needs_mnist
+from helpers import DISTILL_JSON, MNIST_DIR, needs_mnist
 
 import fastca
 from fastca.evaluate import evaluate
@@ -184,3 +184,24 @@ def test_train_cli_two_iterations_then_resume_and_conflicts(tmp_path):
     assert p.returncode == 2 and "--lr 0.5 (checkpoint: 0.001)" in p.stderr and "--seed 3" in p.stderr, p.stderr
     p = cli("--iterations", "4", "--resume", "--lr", "0.001")  # the same value is no conflict
     assert p.returncode == 0, p.stderr
+
+
+@needs_mnist
+def test_eval_cli_models_and_float16(tmp_path):
+    """eval --model with a .json, an .npz and a missing file; --storage float16."""
+    json_path = DISTILL_JSON if DISTILL_JSON.exists() else None
+    npz = tmp_path / "m.npz"
+    fastca.pretrained().save(npz)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fastca", "eval", "--data", str(MNIST_DIR), "--digits", "8",
+                               "--half", "3", "--out", str(tmp_path / "o"), *args],
+                              capture_output=True, text=True, timeout=600)
+
+    for model in [m for m in (json_path, npz) if m is not None]:
+        p = cli("--model", str(model))
+        assert p.returncode == 0 and "accuracy@3" in p.stdout, p.stderr
+    p = cli("--model", str(tmp_path / "missing.npz"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "missing.npz" in p.stderr, p.stderr
+    p = cli("--storage", "float16")
+    assert p.returncode == 0 and "storage float16" in p.stdout, p.stderr

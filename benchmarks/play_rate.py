@@ -1,0 +1,107 @@
+"""Frame rate of `fastca play`: frames per second at one step per frame, per world size.
+
+    python -m benchmarks.play_rate --sizes 256,512,1024 --seconds 10 [--browser]
+
+Runs the play server in this process on a free port and either a protocol client that
+acknowledges every frame at once (the server's own rate) or, with ``--browser``, the real
+page in headless Chromium (decoding and drawing every frame too), and counts frames and
+steps over ``seconds`` after a warm-up.
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import threading
+import time
+
+from fastca.play import PlayServer
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(size, backend):
+    from aiohttp import web
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(PlayServer(size=size, backend=backend).app)
+    ready = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait(60)
+    return port, loop, runner
+
+
+async def protocol_rate(port, seconds, warmup=3.0):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+        frames, t0, first_step, last_step = 0, None, None, None
+        start = time.perf_counter()
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                continue
+            await ws.send_str('{"type": "ack"}')
+            step = int.from_bytes(msg.data[4:8], "little")
+            now = time.perf_counter()
+            if t0 is None and now - start > warmup:
+                t0, first_step = now, step
+            elif t0 is not None:
+                frames += 1
+                last_step = step
+                if now - t0 > seconds:
+                    return frames / (now - t0), (last_step - first_step) / (now - t0)
+
+
+def browser_rate(port, seconds):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = b.new_page(viewport={"width": 1100, "height": 760})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.fastca && window.fastca.frames > 3", timeout=120000)
+        time.sleep(3)
+        f0, s0, t0 = page.evaluate("[window.fastca.frames, window.fastca.step, performance.now()]")
+        time.sleep(seconds)
+        f1, s1, t1 = page.evaluate("[window.fastca.frames, window.fastca.step, performance.now()]")
+        b.close()
+    dt = (t1 - t0) / 1000
+    return (f1 - f0) / dt, (s1 - s0) / dt
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--browser", action="store_true", help="measure in headless Chromium (the real page)")
+    args = parser.parse_args(argv)
+    for size in (int(s) for s in args.sizes.split(",")):
+        port, loop, runner = start(size, args.backend)
+        if args.browser:
+            fps, sps = browser_rate(port, args.seconds)
+        else:
+            fps, sps = asyncio.run(protocol_rate(port, args.seconds))
+        print(json.dumps({"size": size, "client": "chromium" if args.browser else "protocol",
+                          "frames_per_s": round(fps, 1), "steps_per_s": round(sps, 1)}), flush=True)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`fastca play` in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Skipped, with the reason, when Playwright or the browser is missing; .ci/run installs both.
+"""
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+CHROMIUM = os.environ.get("FASTCA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """A play server on a free port, in a thread of its own, for the module's tests."""
+    from aiohttp import web
+
+    from fastca.play import PlayServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    server = PlayServer(size=128, backend="numba-cpu")
+    runner = web.AppRunner(server.app)
+    started = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(60)
+    yield f"http://127.0.0.1:{port}/"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.goto(url)
+    page.wait_for_function("window.fastca && window.fastca.frames > 3", timeout=60000)
+    return page
+
+
+def canvas_point(page, row, col):
+    """Page coordinates of the centre of cell (row, col)."""
+    box = page.locator("#world").bounding_box()
+    w, h = page.evaluate("[window.fastca.width, window.fastca.height]")
+    return box["x"] + (col + 0.5) * box["width"] / w, box["y"] + (row + 0.5) * box["height"] / h
+
+
+def labels_at(page, cells):
+    return page.evaluate("(cells) => cells.map(([y, x]) => window.fastca.label[y * window.fastca.width + x])", cells)
+
+
+def drag(page, cells, button="left"):
+    page.mouse.move(*canvas_point(page, *cells[0]))
+    page.mouse.down(button=button)
+    for cell in cells[1:]:
+        page.mouse.move(*canvas_point(page, *cell), steps=4)
+    page.mouse.up(button=button)
+
+
+def test_page_shows_running_digits_and_its_frame_rate(browser, server_url, tmp_path):
+    page = open_page(browser, server_url)
+    coloured = page.evaluate("""() => {
+        const c = document.getElementById('world'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 200 || d[i + 1] < 200 || d[i + 2] < 200) n++;
+        return n; }""")
+    assert coloured > 500, "no digits visible on the canvas"
+    step0 = page.evaluate("window.fastca.step")
+    time.sleep(2.5)
+    assert page.evaluate("window.fastca.step") > step0
+    assert float(page.locator("#fps").inner_text()) > 0
+    page.screenshot(path=str(tmp_path / "play.png"))
+    page.close()
+
+
+def test_a_drawn_stroke_lives_settles_and_can_be_erased(browser, server_url):
+    page = open_page(browser, server_url)
+    page.click("#clear")
+    page.wait_for_function("window.fastca.label && window.fastca.label.every((v) => v === 255)", timeout=20000)
+    stroke = [(30 + i, 64) for i in range(0, 40, 4)]  # a vertical bar: a "1"
+    drag(page, stroke)
+    page.wait_for_function("(cells) => cells.every(([y, x]) => window.fastca.label[y * window.fastca.width + x] !== 255)",
+                           arg=[list(c) for c in stroke], timeout=20000)
+    time.sleep(4)  # let the cells argue and settle
+    first = labels_at(page, stroke)
+    time.sleep(1.5)
+    second = labels_at(page, stroke)
+    assert 255 not in first and 255 not in second
+    majority = max(set(second), key=second.count)
+    assert sum(a == b for a, b in zip(first, second)) >= 0.8 * len(stroke), (first, second)
+    assert second.count(majority) >= 0.8 * len(stroke), second  # the colour has settled on one class
+    page.check("input[value=erase]")
+    drag(page, stroke)
+    page.wait_for_function("(cells) => cells.every(([y, x]) => window.fastca.label[y * window.fastca.width + x] === 255)",
+                           arg=[list(c) for c in stroke], timeout=20000)
+    assert page.evaluate("window.fastca.errors.length") == 0
+    page.close()
