@@ -12,43 +12,15 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
-import threading
 import time
 
-from fastca.play import PlayServer
+from fastca.play import start_in_thread
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(size, backend):
-    from aiohttp import web
-
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(PlayServer(size=size, backend=backend).app)
-    ready = threading.Event()
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=serve, daemon=True).start()
-    ready.wait(60)
-    return port, loop, runner
-
-
-async def protocol_rate(port, seconds, warmup=3.0):
+async def protocol_rate(url, seconds, warmup=3.0):
     import aiohttp
 
-    async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws") as ws:
         frames, t0, first_step, last_step = 0, None, None, None
         start = time.perf_counter()
         async for msg in ws:
@@ -66,14 +38,14 @@ async def protocol_rate(port, seconds, warmup=3.0):
                     return frames / (now - t0), (last_step - first_step) / (now - t0)
 
 
-def browser_rate(port, seconds):
+def browser_rate(url, seconds):
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         page = b.new_page(viewport={"width": 1100, "height": 760})
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(url)
         page.wait_for_function("window.fastca && window.fastca.frames > 3", timeout=120000)
         time.sleep(3)
         f0, s0, t0 = page.evaluate("[window.fastca.frames, window.fastca.step, performance.now()]")
@@ -92,15 +64,14 @@ def main(argv=None):
     parser.add_argument("--browser", action="store_true", help="measure in headless Chromium (the real page)")
     args = parser.parse_args(argv)
     for size in (int(s) for s in args.sizes.split(",")):
-        port, loop, runner = start(size, args.backend)
+        url, stop = start_in_thread(size=size, backend=args.backend)
         if args.browser:
-            fps, sps = browser_rate(port, args.seconds)
+            fps, sps = browser_rate(url, args.seconds)
         else:
-            fps, sps = asyncio.run(protocol_rate(port, args.seconds))
+            fps, sps = asyncio.run(protocol_rate(url, args.seconds))
         print(json.dumps({"size": size, "client": "chromium" if args.browser else "protocol",
                           "frames_per_s": round(fps, 1), "steps_per_s": round(sps, 1)}), flush=True)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
+        stop()
 
 
 if __name__ == "__main__":

@@ -353,6 +353,43 @@ class PlayServer:
             await asyncio.sleep(max(0.0, 1 / MAX_FPS - (time.perf_counter() - t0)))
 
 
+def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.0.1"):
+    """Run a server on a free port in a daemon thread (tests, benchmarks, notebooks).
+
+    Returns (url, stop): ``stop()`` closes the sessions and the port.
+    """
+    import socket
+    import threading
+
+    from aiohttp import web
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(PlayServer(size=size, model=model, backend=backend).app)
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="fastca-play")
+    thread.start()
+    if not ready.wait(120):
+        raise RuntimeError("the play server did not start")
+
+    def stop():
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+    return f"http://{host}:{port}/", stop
+
+
 def serve(host="127.0.0.1", port=8765, size=256, model="fastca-mnist", backend="auto", open_browser=False):
     """Run the server until Ctrl-C (a clean shutdown: sessions closed, port released)."""
     from aiohttp import web

@@ -3,11 +3,8 @@
 Skipped, with the reason, when Playwright or the browser is missing; .ci/run installs both.
 """
 
-import asyncio
 import os
 import shutil
-import socket
-import threading
 import time
 
 import pytest
@@ -20,32 +17,11 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (ap
 @pytest.fixture(scope="module")
 def server_url():
     """A play server on a free port, in a thread of its own, for the module's tests."""
-    from aiohttp import web
+    from fastca.play import start_in_thread
 
-    from fastca.play import PlayServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    server = PlayServer(size=128, backend="numba-cpu")
-    runner = web.AppRunner(server.app)
-    started = threading.Event()
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(60)
-    yield f"http://127.0.0.1:{port}/"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    url, stop = start_in_thread(size=128, backend="numba-cpu")
+    yield url
+    stop()
 
 
 @pytest.fixture(scope="module")
