@@ -181,6 +181,7 @@ def main(argv=None):
             "python": platform.python_version(), "fastca": fastca.__version__,
             "numba": __import__("numba").__version__, "steps": steps,
             "simulator": os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
+            "torch_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"),
             "command": "python -m benchmarks.gpu_bench " + " ".join(sys.argv[1:] if argv is None else argv)}
     try:
         import numba_cuda as _nc
@@ -238,8 +239,9 @@ def main(argv=None):
                     layout=layouts[0])
     if args.big:
         gray, _ = mnist_world(args.big)
-        measure(args.big, "numba-cuda", "float16", lambda: time_numba_cuda(cuda, model, gray, args.big_steps, "float16"),
-                gray, args.big_steps, layout="64")
+        measure(args.big, "numba-cuda", "float16",
+                lambda: time_numba_cuda(cuda, model, gray, args.big_steps, "float16", layout=layouts[0]),
+                gray, args.big_steps, layout=layouts[0])
         del gray
     # torch rows last, the target size first, so a time budget cuts the least important rows
     torch_sizes = sorted(sizes, key=lambda n: (n != 8192, n))

@@ -73,9 +73,9 @@ def blas_info():
         import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
         from threadpoolctl import threadpool_info
 
-        return [{k: v for k, v in lib.items() if k in ("internal_api", "version", "architecture", "filepath",
-                                                       "num_threads", "threading_layer")}
-                for lib in threadpool_info() if lib.get("user_api") == "blas"]
+        keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
+        return [{**{k: v for k, v in lib.items() if k in keep}, "library": os.path.basename(lib.get("filepath", ""))}
+                for lib in threadpool_info() if lib.get("user_api") == "blas"]  # no machine paths in results
     except Exception as exc:  # the report is informative, never fatal
         return [{"error": f"{type(exc).__name__}: {exc}"}]
 

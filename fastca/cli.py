@@ -291,6 +291,76 @@ def cmd_train(args):
     return 0
 
 
+def cmd_distributed(args):
+    try:
+        import dask
+    except ImportError:
+        raise CLIError("fastca distributed needs dask and zarr: pip install 'fastca[distributed]'") from None
+    from fastca import distributed as fd
+
+    if args.steps < 0 or args.halo < 1 or args.chunk < args.halo:
+        raise CLIError("--steps must be >= 0, --halo >= 1 and --chunk >= --halo")
+    if args.storage not in ("float16", "float32"):
+        raise CLIError(f"--storage must be float16 or float32, got {args.storage!r}")
+    shape = fd.stored_shape(args.store)
+    new = shape is None
+    if new and args.world is None:
+        raise CLIError(f"{args.store} holds no run yet: give --world H W")
+    h, w = args.world if new else shape[1:3]
+    if not (1 <= h and 1 <= w):
+        raise CLIError(f"--world H W must be >= 1, got {h} {w}")
+    # the digits' layout is rebuilt from the seed on a resume (cheap: the tile index, not the world)
+    gray, index, labels = fd.mnist_world(h, w, (args.chunk, args.chunk), seed=args.seed)
+    tiles = fd.MnistTiles(index, labels) if shape is None or shape[0] == 1 else None
+    gray = gray if new else None
+    _check_out(args.store)
+    model = _model(args.model)
+    print(f"fastca distributed: {'new run' if new else 'resuming ' + fd.describe(args.store)} in {args.store}; "
+          f"until step {args.steps}, halo {args.halo}, chunks {args.chunk}, {args.storage}", flush=True)
+    t0 = time.perf_counter()
+    client = None
+    if args.workers > 0:
+        from distributed import Client, LocalCluster
+
+        client = Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
+        scheduler = None
+        threads = 1
+    else:
+        scheduler, threads = "synchronous", None
+    try:
+        with dask.config.set(scheduler=scheduler) if scheduler else _nullcontext():
+            state, t = fd.zarr_run(model, args.store, args.steps, gray=gray, halo=args.halo, seed=args.seed,
+                                   storage=args.storage, threads=threads, scheduler=scheduler,
+                                   progress=lambda msg: print("  " + msg, flush=True), tiles=tiles)
+            _distributed_pictures(state, args, model)
+    finally:
+        if client is not None:
+            client.close()
+    print(f"reached step {t} in {time.perf_counter() - t0:.0f} s; wrote {args.store}/window.png and overview.png")
+    return 0
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _distributed_pictures(state, args, model):
+    """window.png (a window of the final world, cell for cell) and overview.png (about 1024 pixels wide)."""
+    from fastca import viz
+
+    _, h, w, _ = state.shape
+    y, x, wh, ww = args.window or (max(0, h // 2 - 256), max(0, w // 2 - 256), min(h, 512), min(w, 512))
+    if not (0 <= y < h and 0 <= x < w and wh >= 1 and ww >= 1):
+        raise CLIError(f"--window must lie inside the {h}x{w} world")
+    window = np.asarray(state[0, y : y + wh, x : x + ww].compute(), np.float32)
+    viz.save_png(viz.colorize(window, model.alive_threshold), os.path.join(args.store, "window.png"))
+    stride = max(1, -(-max(h, w) // 1024))
+    overview = np.asarray(state[0, ::stride, ::stride].compute(), np.float32)
+    viz.save_png(viz.colorize(overview, model.alive_threshold), os.path.join(args.store, "overview.png"))
+
+
 def cmd_play(args):
     import fastca
     from fastca.play import SIZES, serve
@@ -386,6 +456,19 @@ def _parser():
     tr.add_argument("--no-graph", action="store_true", help="on a GPU, run iterations eagerly instead of a CUDA graph")
     tr.add_argument("--time-limit", type=float, default=None,
                     help="stop after this many seconds with a checkpoint (continue later with --resume)")
+    dist = sub.add_parser("distributed", help="a huge MNIST world in Zarr on disk, run in rounds with Dask (out of core)")
+    dist.add_argument("--store", required=True, help="Zarr folder of the run (created, or resumed when it holds one)")
+    dist.add_argument("--world", type=int, nargs=2, metavar=("H", "W"), help="world size (needed for a new store)")
+    dist.add_argument("--chunk", type=int, default=2048, help="chunk side in cells (default 2048)")
+    dist.add_argument("--halo", type=int, default=16, help="steps per round = halo cells (default 16)")
+    dist.add_argument("--steps", type=int, required=True, help="run until this step")
+    dist.add_argument("--storage", default="float16", help="float16 (default) or float32")
+    dist.add_argument("--seed", type=int, default=0)
+    dist.add_argument("--model", default=None, help=MODEL_HELP)
+    dist.add_argument("--workers", type=int, default=0,
+                      help="Dask worker processes on this machine (default 0: this process, one chunk at a time)")
+    dist.add_argument("--window", type=int, nargs=4, metavar=("Y", "X", "H", "W"), default=None,
+                      help="the window of the final world drawn to window.png (default: 512x512 in the centre)")
     pl = sub.add_parser("play", help="a local web page: draw digits and watch the cells classify them (offline)")
     pl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     pl.add_argument("--port", type=int, default=8765)
@@ -412,7 +495,8 @@ def main(argv=None):
         for name in ("frame_every", "scale", "fps"):
             if getattr(args, name, 1) < 1:
                 raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        commands = {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval, "play": cmd_play}
+        commands = {"demo": cmd_demo, "simulate": cmd_simulate, "train": cmd_train, "eval": cmd_eval, "play": cmd_play,
+                    "distributed": cmd_distributed}
         return commands[args.command](args)
     except (CLIError, ValueError, TypeError, RuntimeError, FileNotFoundError, FloatingPointError, MemoryError) as exc:
         print(f"fastca: error: {exc}", file=sys.stderr)
