@@ -67,18 +67,18 @@ def _available_memory():
     return None
 
 
-def _check_memory(height, width, steps, frame_every, scale):
-    """Refuse, with the numbers, a run whose state, maps and frames would not fit in memory."""
+def _check_memory(height, width, scale):
+    """Refuse, with the numbers, a run whose state, maps and frame buffers would not fit in memory.
+    Frames are streamed to the files, so their number does not count: a frame at cell size, the
+    enlarged one and the encoders' copies (about 3 of them) do."""
     cells = height * width
-    frames = steps // frame_every + 2
     frame_bytes = cells * 3 * scale * scale
-    need = cells * (spec.CHANNELS * 4 + 16) + frames * (cells * 3 + frame_bytes)
+    need = cells * (spec.CHANNELS * 4 + 16 + 3) + 3 * frame_bytes
     have = _available_memory()
     if have is not None and need > 0.8 * have:
-        raise CLIError(f"this run needs about {need / 2**30:.1f} GiB (state, maps and {frames} frames of "
-                       f"{frame_bytes / 2**20:.0f} MiB) but "
-                       f"{have / 2**30:.1f} GiB are available; use a smaller world, a larger --frame-every "
-                       f"or a smaller --scale")
+        raise CLIError(f"this run needs about {need / 2**30:.1f} GiB (state, maps and frames of "
+                       f"{frame_bytes / 2**20:.0f} MiB) but {have / 2**30:.1f} GiB are available; "
+                       f"use a smaller world or a smaller --scale")
 
 
 def _load_image(path):
@@ -110,22 +110,40 @@ def _load_image(path):
     return gray
 
 
-def _write_outputs(out, run, scale, fps, metrics, prefix=""):
-    """Write animation (GIF, and MP4 when ffmpeg is available), final picture and metrics JSON."""
+class _Animations:
+    """The run's animation files (GIF, and MP4 when ffmpeg is available), written frame by frame
+    while the world runs: pass ``add`` as run_world's ``on_frame``. Files appear only when the
+    run ends without an error."""
+
+    def __init__(self, out, scale, fps, prefix=""):
+        from fastca import viz
+
+        os.makedirs(out, exist_ok=True)
+        self.paths = [os.path.join(out, f"{prefix}animation.gif")]
+        if viz.ffmpeg_available():
+            self.paths.append(os.path.join(out, f"{prefix}animation.mp4"))
+        self.writers = [viz.AnimationWriter(p, fps=fps, scale=scale) for p in self.paths]
+
+    def add(self, frame):
+        for writer in self.writers:
+            writer.add(frame)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for writer in self.writers:
+            writer.__exit__(exc_type, exc, tb)
+
+
+def _write_outputs(out, run, scale, metrics, prefix=""):
+    """Write the final picture, the accuracy/agreement curves and the metrics JSON."""
     from fastca import viz
 
     os.makedirs(out, exist_ok=True)
-    frames = [viz.upscale(f, scale) for f in run.frames]
     written = []
-    gif = os.path.join(out, f"{prefix}animation.gif")
-    viz.save_animation(frames, gif, fps=fps)
-    written.append(gif)
-    if viz.ffmpeg_available():
-        mp4 = os.path.join(out, f"{prefix}animation.mp4")
-        viz.save_animation(frames, mp4, fps=fps)
-        written.append(mp4)
     png = os.path.join(out, f"{prefix}final.png")
-    viz.save_png(frames[-1], png)
+    viz.save_png(viz.upscale(run.frames[-1], scale), png)
     written.append(png)
     curves = os.path.join(out, f"{prefix}curves.png")
     viz.plot_curves({metrics.get("model", "model"): (run.accuracy, run.digit_agreement)}, curves,
@@ -177,7 +195,7 @@ def cmd_demo(args):
         raise CLIError(f"--steps must be >= 2, got {args.steps}")
     backends.resolve(args.backend)
     _check_out(args.out)
-    _check_memory(28 * args.rows, 28 * args.cols, args.steps, args.frame_every, args.scale)
+    _check_memory(28 * args.rows, 28 * args.cols, args.scale)
     model = _model(args.model)
     images, labels = fastca.data.sample_digits()
     world = World.from_digits(images, labels, 28 * args.rows, 28 * args.cols, seed=args.seed)
@@ -186,13 +204,15 @@ def cmd_demo(args):
           f"({28 * args.rows}x{28 * args.cols} cells) of embedded test digits; {args.steps} steps, every digit "
           f"replaced at step {half}; backend {args.backend}, seed {args.seed}")
     t0 = time.perf_counter()
-    run = run_world(model, world, args.steps, events=[{"step": half, "type": "replace_all"}], seed=args.seed,
-                    backend=args.backend, frame_every=args.frame_every, progress=sys.stderr.isatty())
+    with _Animations(args.out, args.scale, args.fps) as animations:
+        run = run_world(model, world, args.steps, events=[{"step": half, "type": "replace_all"}], seed=args.seed,
+                        backend=args.backend, frame_every=args.frame_every, progress=sys.stderr.isatty(),
+                        on_frame=animations.add)
     elapsed = time.perf_counter() - t0
     _print_checkpoints(run, args.steps, (half, half + 1, half + 25, half + 50))
-    written = _write_outputs(args.out, run, args.scale, args.fps,
-                             _metrics_json(run, args, {"model": model.name, "mutation_step": half,
-                                                       "world": [28 * args.rows, 28 * args.cols]}))
+    written = animations.paths + _write_outputs(
+        args.out, run, args.scale, _metrics_json(run, args, {"model": model.name, "mutation_step": half,
+                                                             "world": [28 * args.rows, 28 * args.cols]}))
     print(f"simulated in {elapsed:.1f} s; wrote: " + ", ".join(written))
     return 0
 
@@ -212,12 +232,12 @@ def cmd_simulate(args):
         h, w = args.world
         if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
             raise CLIError(f"--world H W must be in 1..{MAX_SIDE}, got {h} {w}")
-        _check_memory(h, w, args.steps, args.frame_every, args.scale)
+        _check_memory(h, w, args.scale)
     events = load_events(args.events) if args.events else []
     model = _model(args.model)
     if args.image is not None:
         gray = _load_image(args.image)
-        _check_memory(gray.shape[0], gray.shape[1], args.steps, args.frame_every, args.scale)
+        _check_memory(gray.shape[0], gray.shape[1], args.scale)
         targets = np.full(gray.shape, -1 if args.label is None else args.label, np.int16)  # -1: no target
         world = World(gray, targets, np.zeros((1, 1), np.int64), *_digits())
         what = f"image {args.image} ({gray.shape[0]}x{gray.shape[1]})"
@@ -239,11 +259,12 @@ def cmd_simulate(args):
     backends.resolve(args.backend)  # an unknown or unusable backend fails before any output
     _check_out(args.out)
     print(f"fastca simulate: {what}; model {model.name!r}; {args.steps} steps; backend {args.backend}, seed {args.seed}")
-    run = run_world(model, world, args.steps, events=events, seed=args.seed, backend=args.backend,
-                    frame_every=args.frame_every, progress=None)
+    with _Animations(args.out, args.scale, args.fps) as animations:
+        run = run_world(model, world, args.steps, events=events, seed=args.seed, backend=args.backend,
+                        frame_every=args.frame_every, progress=None, on_frame=animations.add)
     _print_checkpoints(run, args.steps)
-    written = _write_outputs(args.out, run, args.scale, args.fps,
-                             _metrics_json(run, args, {"model": model.name, "input": what}))
+    written = animations.paths + _write_outputs(args.out, run, args.scale,
+                                                _metrics_json(run, args, {"model": model.name, "input": what}))
     print("wrote: " + ", ".join(written))
     return 0
 

@@ -1,6 +1,7 @@
 """Pictures and videos of the automaton: colouring, animations, accuracy/agreement plots."""
 
 import os
+import struct
 
 import numpy as np
 
@@ -77,26 +78,145 @@ def save_png(image, path):
 
 
 def save_animation(frames, path, fps=10):
-    """Write frames (a list of (H, W, 3) uint8) as an animated GIF or an MP4, by the path's suffix.
+    """Write frames (a sequence of (H, W, 3) uint8) as an animated GIF or an MP4, by the path's suffix.
 
-    MP4 needs ffmpeg through the ``imageio-ffmpeg`` package. Written atomically: no
-    partial file is left behind on failure.
+    MP4 needs ffmpeg through the ``imageio-ffmpeg`` package (or PyAV). Written frame by frame
+    (see :class:`AnimationWriter`) and atomically: no partial file is left behind on failure.
     """
-    import imageio.v3 as iio
-
     if len(frames) == 0:
         raise ValueError("no frames to save")
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    stack = np.stack(frames)
-    if ext == ".gif":
-        _atomic(path, lambda tmp: iio.imwrite(tmp, stack, extension=".gif", duration=1000 / fps, loop=0))
-    elif ext == ".mp4":
-        # even sizes for the H.264 encoder
-        h, w = stack.shape[1] // 2 * 2, stack.shape[2] // 2 * 2
-        _atomic(path, lambda tmp: iio.imwrite(tmp, stack[:, :h, :w], extension=".mp4", fps=fps, plugin="pyav")
-                if _has_pyav() else _write_ffmpeg(tmp, stack[:, :h, :w], fps))
+    with AnimationWriter(path, fps=fps) as writer:
+        for frame in frames:
+            writer.add(frame)
+
+
+class AnimationWriter:
+    """An animated GIF or MP4 (by the path's suffix) written one frame at a time, so a long run
+    holds one frame in memory, not all of them.
+
+    ``add(frame)``: an (H, W, 3) uint8 picture, every frame the same size, enlarged ``scale``
+    times. The file appears under its name (atomically) when the writer closes without an
+    error; otherwise the partial file is removed. Use as a context manager, or call
+    :meth:`close` / :meth:`abort`. GIF frames are quantised to 256 colours each (Pillow's
+    encoder, one local palette per frame); MP4 is H.264 through ffmpeg, sides cropped to even.
+    """
+
+    def __init__(self, path, fps=10, scale=1):
+        self.path = os.fspath(path)
+        self.ext = os.path.splitext(self.path)[1].lower()
+        if self.ext not in (".gif", ".mp4"):
+            raise ValueError(f"animation path must end in .gif or .mp4, got {path!r}")
+        if not (fps > 0 and int(scale) == scale and scale >= 1):
+            raise ValueError(f"fps must be > 0 and scale an int >= 1, got {fps!r}, {scale!r}")
+        self.fps, self.scale = fps, int(scale)
+        self.tmp = f"{self.path}.partial{self.ext}"
+        self.frames = 0
+        self._size = None
+        self._out = None  # the GIF file, or the ffmpeg / PyAV writer
+
+    def add(self, frame):
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"a frame must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
+        frame = upscale(frame, self.scale)
+        if self._size is None:
+            self._size = frame.shape[:2]
+            self._open()
+        elif frame.shape[:2] != self._size:
+            raise ValueError(f"every frame must be {self._size}, got {frame.shape[:2]}")
+        try:
+            if self.ext == ".gif":
+                self._out.write(_gif_frame(frame, round(100 / self.fps)))
+            else:
+                h, w = self._size[0] // 2 * 2, self._size[1] // 2 * 2  # even sides for H.264
+                self._send(np.ascontiguousarray(frame[:h, :w]))
+        except BaseException:
+            self.abort()
+            raise
+        self.frames += 1
+
+    def _open(self):
+        h, w = self._size
+        if self.ext == ".gif":
+            self._out = open(self.tmp, "wb")
+            # header, logical screen without a global palette, loop forever (NETSCAPE2.0)
+            self._out.write(b"GIF89a" + struct.pack("<HHBBB", w, h, 0, 0, 0)
+                            + b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")
+        elif ffmpeg_available():
+            import imageio_ffmpeg
+
+            self._out = imageio_ffmpeg.write_frames(self.tmp, (w // 2 * 2, h // 2 * 2), fps=self.fps,
+                                                    macro_block_size=1, output_params=["-f", "mp4"])
+            self._out.send(None)
+            self._send = self._out.send
+        elif _has_pyav():
+            import imageio.v3 as iio
+
+            self._out = iio.imopen(self.tmp, "w", plugin="pyav")
+            self._out.init_video_stream("libx264", fps=self.fps)
+            self._send = self._out.write_frame
+        else:
+            raise RuntimeError("MP4 output needs ffmpeg: pip install 'fastca[video]'")
+
+    def close(self):
+        """Finish the file and move it under its name."""
+        if self._out is None:
+            raise ValueError("no frames to save")
+        if self.ext == ".gif":
+            self._out.write(b"\x3b")  # trailer
+        self._out.close()
+        self._out = None
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        """Drop the partial file."""
+        try:
+            if self._out is not None:
+                self._out.close()
+        finally:
+            self._out = None
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _gif_frame(frame, delay_cs):
+    """One GIF frame record (graphic control extension, image descriptor with a local palette,
+    LZW data) for an (H, W, 3) uint8 frame: Pillow encodes it as a one-frame GIF, whose global
+    palette becomes the frame's local one."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    buf = BytesIO()
+    Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(buf, format="GIF")
+    b = buf.getvalue()
+    flags = b[10]
+    table = b[13 : 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)]
+    pos = 13 + len(table)
+    while b[pos] == 0x21:  # skip Pillow's own extensions
+        pos += 2
+        while b[pos]:
+            pos += b[pos] + 1
+        pos += 1
+    if b[pos] != 0x2C:
+        raise RuntimeError("unexpected GIF layout from Pillow")
+    desc = bytearray(b[pos : pos + 10])
+    if not desc[9] & 0x80:  # give the frame the global palette as its own
+        desc[9] = (desc[9] & 0x70) | 0x80 | (flags & 7)
+        body = bytes(desc) + table + b[pos + 10 : -1]
     else:
-        raise ValueError(f"animation path must end in .gif or .mp4, got {path!r}")
+        body = b[pos:-1]
+    gce = b"\x21\xf9\x04\x04" + struct.pack("<H", max(delay_cs, 1)) + b"\x00\x00"  # keep the frame, no transparency
+    return gce + body
 
 
 def ffmpeg_available():
@@ -148,17 +268,6 @@ def _has_pyav():
         return True
     except ImportError:
         return False
-
-
-def _write_ffmpeg(path, stack, fps):
-    import imageio_ffmpeg
-
-    writer = imageio_ffmpeg.write_frames(path, stack.shape[2:0:-1], fps=fps, macro_block_size=1,
-                                         output_params=["-f", "mp4"])
-    writer.send(None)
-    for frame in stack:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
 
 
 def _atomic(path, write):

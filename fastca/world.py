@@ -56,7 +56,8 @@ class World:
 class WorldRun:
     """Result of :func:`run_world`.
 
-    state: (H, W, 20) float32 final state. frames: list of (H, W, 3) uint8 pictures.
+    state: (H, W, 20) float32 final state. frames: list of (H, W, 3) uint8 pictures (only
+    the last one when the run streamed them to ``on_frame``).
     accuracy: (steps,) per-cell accuracy %; digit_agreement: (steps,) % of digits whose
     cells all agree; digits: one dict per digit of the final world (component id,
     digit, cells, accuracy, agreement, steps_to_consensus); events: the applied events
@@ -263,7 +264,7 @@ def apply_event(sim, world, event, rng):
 
 
 def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_every=5, progress=None,
-              frame_fn=None, threads=None):
+              frame_fn=None, threads=None, on_frame=None):
     """Run a world for ``steps`` steps, applying ``events`` between steps and collecting frames.
 
     One resident :class:`fastca.Simulation` runs the whole world; events edit it in place
@@ -271,7 +272,9 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     (the state itself only for frames). frame_fn(state (H, W, 20)) -> picture, default
     :func:`fastca.viz.colorize`; a frame is taken at step 0, every ``frame_every`` steps,
     and at the end. Events at step s are applied after step s (before step s+1).
-    Returns a :class:`WorldRun`.
+    ``on_frame(picture)`` receives each frame as it is taken (e.g. an
+    :class:`fastca.viz.AnimationWriter`'s ``add``); then the run keeps only the last frame, so
+    memory does not grow with the number of frames. Returns a :class:`WorldRun`.
     """
     from .viz import colorize
 
@@ -284,7 +287,17 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
     world = dataclasses.replace(world, targets=world.targets.copy(), index=world.index.copy())
     sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads)
-    frames, frame_steps = [frame_fn(sim.state())], [0]
+    frames, frame_steps = [], []
+
+    def take(t):
+        frame = frame_fn(sim.state())
+        if on_frame is not None:
+            on_frame(frame)
+            frames.clear()
+        frames.append(frame)
+        frame_steps.append(t)
+
+    take(0)
     acc = np.full(steps, np.nan)
     agr = np.full(steps, np.nan)
     history = []  # per step: agree-on-own-digit flags of the components
@@ -306,8 +319,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
         agr[t - 1] = 100.0 * agree.mean() if n_comp else float("nan")
         history.append(agree & (correct == cells))
         if t % frame_every == 0 or t == steps:
-            frames.append(frame_fn(sim.state()))
-            frame_steps.append(t)
+            take(t)
         if bar is not None:
             bar.update(1)
         for ev in [e for e in events if e["step"] == t and t < steps]:

@@ -154,5 +154,5 @@ def test_memory_estimate_refuses_with_the_numbers(monkeypatch):
 
     monkeypatch.setattr(cli, "_available_memory", lambda: 8 << 30)
     with pytest.raises(cli.CLIError, match=r"needs about .* GiB .* but 8.0 GiB are available"):
-        cli._check_memory(20000, 20000, 100, 2, 1)
-    cli._check_memory(280, 280, 100, 2, 2)  # a small world fits
+        cli._check_memory(20000, 20000, 1)
+    cli._check_memory(280, 280, 2)  # a small world fits
