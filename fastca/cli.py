@@ -339,32 +339,20 @@ def cmd_distributed(args):
     print(f"fastca distributed: {'new run' if new else 'resuming ' + fd.describe(args.store)} in {args.store}; "
           f"until step {args.steps}, halo {args.halo}, chunks {args.chunk}, {args.storage}", flush=True)
     t0 = time.perf_counter()
-    client = None
-    if args.workers > 0:
+    if args.workers > 0:  # a local cluster: its client becomes dask's scheduler
         from distributed import Client, LocalCluster
 
-        client = Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
-        scheduler = None
+        scheduler = Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
         threads = 1
-    else:
-        scheduler, threads = "synchronous", None
-    try:
-        with dask.config.set(scheduler=scheduler) if scheduler else _nullcontext():
-            state, t = fd.zarr_run(model, args.store, args.steps, gray=gray, halo=args.halo, seed=args.seed,
-                                   storage=args.storage, threads=threads, scheduler=scheduler,
-                                   progress=lambda msg: print("  " + msg, flush=True), tiles=tiles)
-            _distributed_pictures(state, args, model)
-    finally:
-        if client is not None:
-            client.close()
+    else:  # this process, one chunk at a time, each kernel on every core
+        scheduler, threads = dask.config.set(scheduler="synchronous"), None
+    with scheduler:
+        state, t = fd.zarr_run(model, args.store, args.steps, gray=gray, halo=args.halo, seed=args.seed,
+                               storage=args.storage, threads=threads,
+                               progress=lambda msg: print("  " + msg, flush=True), tiles=tiles)
+        _distributed_pictures(state, args, model)
     print(f"reached step {t} in {time.perf_counter() - t0:.0f} s; wrote {args.store}/window.png and overview.png")
     return 0
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _distributed_pictures(state, args, model):

@@ -87,6 +87,19 @@ def alive_mask(gray, alive_threshold=0.1):
     return spec.is_alive(spec.unit_gray(np.asarray(gray)), np.float32(alive_threshold))
 
 
+def tile_index(n_images, rows, cols, seed=None):
+    """(rows, cols) int64: the image in each tile of an MNIST world, in order (cycling) or drawn from ``seed``."""
+    n = rows * cols
+    order = np.arange(n) % n_images if seed is None else np.random.default_rng(seed).integers(0, n_images, n)
+    return order.reshape(rows, cols)
+
+
+def tile_picture(images, index):
+    """(rows*28, cols*28) uint8: the images of ``index`` (rows, cols) laid side by side."""
+    rows, cols = index.shape
+    return images[index].transpose(0, 2, 1, 3).reshape(rows * DIGIT, cols * DIGIT)
+
+
 def mnist_world(images, labels, height, width, *, seed=None):
     """Tile digits into one large canvas, an "MNIST world".
 
@@ -105,11 +118,7 @@ def mnist_world(images, labels, height, width, *, seed=None):
     if not (height >= 1 and width >= 1):
         raise ValueError(f"world must be at least 1x1, got {height}x{width}")
     rows, cols = -(-height // DIGIT), -(-width // DIGIT)
-    n = rows * cols
-    order = np.arange(n) % len(images)
-    if seed is not None:
-        order = np.random.default_rng(seed).integers(0, len(images), n)
-    index = order.reshape(rows, cols)
-    gray = images[index].transpose(0, 2, 1, 3).reshape(rows * DIGIT, cols * DIGIT)[:height, :width]
+    index = tile_index(len(images), rows, cols, seed)
+    gray = tile_picture(images, index)[:height, :width]
     targets = np.repeat(np.repeat(labels[index].astype(np.int16), DIGIT, 0), DIGIT, 1)[:height, :width]
     return np.ascontiguousarray(gray), np.ascontiguousarray(targets), index

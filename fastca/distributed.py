@@ -14,6 +14,7 @@ Optional extra: ``pip install "fastca[distributed]"`` (dask[array], distributed,
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import numpy as np
 
 from . import _checks, data, metrics, spec
+from ._state import initial_state, is_state_input
 from .simulation import Simulation
 from .weights import NCAWeights
 
@@ -40,8 +42,6 @@ def as_state(x, input="auto", storage="float32"):
     da = _dask()
     dtype = _checks.check_storage(storage)
     x = x if isinstance(x, da.Array) else da.asarray(x)
-    from ._state import is_state_input
-
     if is_state_input(x.shape, x.dtype, input):
         if x.ndim not in (3, 4) or x.shape[-1] != spec.CHANNELS:
             raise ValueError(f"state must be (H, W, 20) or (B, H, W, 20), got shape {x.shape}")
@@ -53,17 +53,9 @@ def as_state(x, input="auto", storage="float32"):
     lead = x.shape
     gray = x if x.ndim == 3 else x[None]
 
-    def init(block):
-        return _state_of(block, dtype)
-
-    state = gray.map_blocks(init, dtype=dtype, new_axis=3, chunks=gray.chunks + ((spec.CHANNELS,),))
+    state = gray.map_blocks(functools.partial(initial_state, dtype=dtype), dtype=dtype, new_axis=3,
+                            chunks=gray.chunks + ((spec.CHANNELS,),))
     return state, lead
-
-
-def _state_of(gray, dtype):
-    from ._state import initial_state
-
-    return initial_state(np.asarray(gray), dtype)
 
 
 def check_chunks(state, halo):
@@ -182,16 +174,20 @@ def digit_votes(state, digit_ids, n_digits, alive_threshold=spec.ALIVE_THRESHOLD
     ids = ids.astype(np.int64).rechunk(state.chunks[:3])[..., None]  # 4-d, aligned with the state's axes
 
     def block_votes(s, i):
-        i = i[..., 0]
         _, classes = metrics.picture_maps(np.ascontiguousarray(s), alive_threshold)
-        keep = (classes != 255) & (i >= 0)
-        out = np.bincount(i[keep] * 11 + classes[keep], minlength=n_digits * 11)
-        return out.reshape(1, 1, 1, n_digits, 11)
+        return _votes(i[..., 0], classes, n_digits).reshape(1, 1, 1, n_digits, 11)
 
     per_chunk = da.map_blocks(block_votes, state, ids, dtype=np.int64, new_axis=[4],
                               chunks=((1,) * len(state.chunks[0]), (1,) * len(state.chunks[1]),
                                       (1,) * len(state.chunks[2]), (n_digits,), (11,)))
     return per_chunk.sum(axis=(0, 1, 2))
+
+
+def _votes(ids, classes, n):
+    """(n, 11) alive cells per label (column 10: undecided) of the digits numbered ``ids`` (-1: none),
+    from a class map of :func:`fastca.metrics.picture_maps` (255: dead)."""
+    keep = (classes != 255) & (ids >= 0)
+    return np.bincount(ids[keep] * 11 + classes[keep], minlength=n * 11).reshape(n, 11)
 
 
 def digit_agreement(votes):
@@ -217,13 +213,12 @@ def mnist_world(height, width, chunks, *, images=None, labels=None, seed=0):
         except FileNotFoundError:
             images, labels = data.sample_digits()
     rows, cols = -(-height // data.DIGIT), -(-width // data.DIGIT)
-    index = np.random.default_rng(seed).integers(0, len(images), rows * cols).reshape(rows, cols)
+    index = data.tile_index(len(images), rows, cols, seed)
 
     def block(block_info=None):
         (y0, y1), (x0, x1) = block_info[None]["array-location"]
         r0, r1, c0, c1 = y0 // 28, -(-y1 // 28), x0 // 28, -(-x1 // 28)
-        tiles = images[index[r0:r1, c0:c1]]  # (r, c, 28, 28)
-        pic = tiles.transpose(0, 2, 1, 3).reshape((r1 - r0) * 28, (c1 - c0) * 28)
+        pic = data.tile_picture(images, index[r0:r1, c0:c1])
         return np.ascontiguousarray(pic[y0 - r0 * 28 : y1 - r0 * 28, x0 - c0 * 28 : x1 - c0 * 28])
 
     gray = da.map_blocks(block, dtype=np.uint8, chunks=da.core.normalize_chunks(chunks, (height, width)))
@@ -265,10 +260,8 @@ class MnistTiles:
         _, classes = metrics.picture_maps(state)
         rows = (np.arange(y0, y0 + h) // data.DIGIT - r0)[:, None]
         cols = (np.arange(x0, x0 + w) // data.DIGIT - c0)[None, :]
-        local = rows * (c1 - c0) + cols
-        keep = classes[0] != 255
-        out = np.bincount(local[keep] * 11 + classes[0][keep], minlength=(r1 - r0) * (c1 - c0) * 11)
-        return (r0, r1, c0, c1), out.reshape(r1 - r0, c1 - c0, 11)
+        votes = _votes(rows * (c1 - c0) + cols, classes[0], (r1 - r0) * (c1 - c0))
+        return (r0, r1, c0, c1), votes.reshape(r1 - r0, c1 - c0, 11)
 
 
 # --- out of core: the state in Zarr ----------------------------------------------------------------------

@@ -83,9 +83,7 @@ def save_animation(frames, path, fps=10):
     MP4 needs ffmpeg through the ``imageio-ffmpeg`` package (or PyAV). Written frame by frame
     (see :class:`AnimationWriter`) and atomically: no partial file is left behind on failure.
     """
-    if len(frames) == 0:
-        raise ValueError("no frames to save")
-    with AnimationWriter(path, fps=fps) as writer:
+    with AnimationWriter(path, fps=fps) as writer:  # no frames: ValueError on close
         for frame in frames:
             writer.add(frame)
 

@@ -71,6 +71,8 @@ def test_metrics_reduced_from_chunks(model, world):
         c = fd.counts(state[None], da.from_array(targets[None], chunks=(1, 60, 60))).compute()
         whole = state.compute()
         np.testing.assert_array_equal(c, fastca.metrics.counts(whole[None], targets[None].astype(np.int16)))
+        assert fd.accuracy_agreement(state[None], targets[None]) == fastca.metrics.step_metrics(whole[None],
+                                                                                                targets[None])
         ids = fd.tile_ids(256, 250, (60, 60))
         votes = fd.digit_votes(state[None], ids, 10 * 9).compute()  # 60x60 chunks cut through 28x28 tiles
     labels = fastca.label_map(whole[None])[0]
