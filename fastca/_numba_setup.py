@@ -23,7 +23,8 @@ from pathlib import Path
 
 KERNEL_LOCK = threading.RLock()
 _PKG = Path(__file__).resolve().parent
-_SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py", "kernels/cell.py", "kernels/cpu.py", "kernels/storage.py")
+_SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py", "kernels/cell.py", "kernels/cpu.py", "kernels/dense.py",
+            "kernels/storage.py")
 
 fresh_cache = False  #: True when this process compiles into a new cache folder (the first run)
 cache_dir = None

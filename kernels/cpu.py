@@ -7,19 +7,20 @@ rows that run in parallel; a band may span samples (small digits share a band, s
 blocks stay full), and a row's neighbours outside its own sample are zero padding.
 Before any cell is written, the row just above and just below every band is saved
 as float32 (``halo``); inside a band, rows go top to bottom and each row is read
-into a small per-thread ring of three float32 rows (``ring``) before any of its
-cells can be written, so every cell reads step t and writes step t+1, and each
-stored element is converted once per step.
+into a per-thread ring of ``RING`` float32 rows (``ring``, padded with a zero column
+each side) before any of its cells can be written, so every cell reads step t and
+writes step t+1, and each stored element is converted once per step.
 
-Only cells that are alive and fire are computed: their perception inputs are
-gathered into a block of up to ``BLOCK`` cells (blocks may span rows of a band:
-a deferred write to row y is safe because row y's old values stay in the ring
-while row y+1 is read), the MLP runs on the block, and the updates are added
-back. The products always run on all ``BLOCK`` rows (unused rows are ignored), because
-BLAS rounds a row differently depending on how many rows it is given: so a cell gets
-the same bits whatever block, band or chunk of a grid it falls in. Random keys use
-global coordinates (``origin`` + the cell's position). Nothing is allocated inside the
-kernel.
+Only cells that are alive and fire are computed. A row's firing cells are found in
+two branch-free passes (flags for the whole row, then their columns), and queued into
+a block of up to ``BLOCK`` cells as three addresses each: the runs of 60 floats above,
+at and below the cell in the ring. The MLP reads its inputs there
+(:func:`.cell.mlp_block`; a cell's result depends on that cell alone), the block's noise
+is drawn, and the updates are added back: a cell gets the same bits whatever block,
+band or chunk of a grid it falls in. Blocks may span rows: writing row y late is safe
+because its old values stay in the ring, and a block is flushed early if the ring is
+about to reuse a row that one of its cells reads. Random keys use global coordinates
+(``origin`` + the cell's position). Nothing is allocated inside the kernel.
 """
 
 import numba
@@ -27,92 +28,134 @@ import numpy as np
 
 from fastca import rng, spec
 
-from .cell import BLOCK, add_update, gather, mlp_block
+from .cell import BLOCK, C, OUT_PAD, PAIRS, ROWS, add_update, mlp_block, noise_block
 from .storage import load_row
 
 spec_is_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
+RING = 6  #: ring rows per thread: a block is flushed before it is full only when it spans RING - 1 rows
 
-@numba.njit(cache=True, inline="always")
-def _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std):
-    """MLP of the block and the updates; returns the flat row of a cell that became non-finite, or -1."""
-    mlp_block(P, w1r, b1, w2, b2, w3, b3, H1, H2, D)
-    bad = -1
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height):
+    """MLP and noise of the n queued cells and their updates; a non-finite result flags band k's sample.
+
+    block: _block_buffers' views; weights: (w1r, b1, w2, b2, w3, b3) as cell.kernel_weights gives them.
+    """
+    H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys, row_keys = block
+    w1r, b1, w2, b2, w3, b3 = weights
+    for i in range(n, ROWS):  # rows past n are computed with the last tile: give them readable inputs
+        for s in range(3):
+            table[i, s] = zero_addr
+    mlp_block(table, w1r, b1, w2, b2, w3, b3, H1, H2, D, n)
+    if noise_std > 0:
+        noise_block(keys, n, Z0, Z1, U, Q, A)
     for i in range(n):
-        if not add_update(rows[ys[i], xs[i]], D[i], b3, keys[i], noise_std):
-            bad = np.int64(ys[i])
-    return bad
+        if not add_update(rows[ys[i], xs[i]], D, Z0, Z1, i, noise_std):
+            nonfinite[k] = 1 + ys[i] // height
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr, origin,
-                 bands, nonfinite, halo, ring, P_all, H1_all, H2_all, D_all, where):
+                 bands, nonfinite, halo, ring, floats, ints, keys_all):
     """Advance the state by one step in place.
 
     rows: the state as (B*H, W, 20) rows (a view of the C-contiguous (B, H, W, 20) state),
-    float32 or uint16 holding float16 bits; height: H. w1r: (180, 80); b1: (80,); w2: (80, 80);
-    b2: (80,); w3: (80, 19); b3: (19,), all float32 C-contiguous.
+    float32 or uint16 holding float16 bits; height: H. Weights as :func:`.cell.kernel_weights`
+    gives them: w1r (180, 80); b1 (80,); w2 (80, 80); b2 (80,); w3 (80, OUT_PAD); b3
+    (OUT_PAD,), float32 C-contiguous.
     seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
     noise_std, alive_thr: float32; origin: (3,) int64 global (sample, row, column) of the
     state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1). nonfinite: (K,) int64,
     set to 1 + the sample of a cell that became non-finite in band k (0: none). Scratch, T >= the
-    number of Numba threads: halo (K, 2, W, 20) and ring (T, 3, W, 20) float32; block
-    buffers P_all (T, BLOCK, 180), H1_all and H2_all (T, BLOCK, 80), D_all (T, BLOCK, 19)
-    float32 (separate C-contiguous arrays, so the block loops vectorise); where
-    (T, 3, BLOCK) uint64 (flat row, column and random key of each block cell).
+    number of Numba threads: halo (K, 2, W+2, 20) and ring (T, RING + 1, W+2, 20) float32 (rows
+    with a zero column each side; ring slot RING is a row of zeros); per-thread block buffers
+    floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS) uint64, cut into named
+    arrays by :func:`_block_buffers` (few arguments: a parallel launch allocates per argument).
     """
     n_rows = rows.shape[0]
     width = rows.shape[1]
     # Pass 1: save the rows that border each band before any band writes.
     for k in numba.prange(bands.shape[0]):
         r0, r1 = bands[k, 0], bands[k, 1]
+        _zero_pads(halo[k, 0])
+        _zero_pads(halo[k, 1])
         if r0 > 0:
-            load_row(rows[r0 - 1], halo[k, 0])
+            load_row(rows[r0 - 1], halo[k, 0, 1:width + 1])
         if r1 < n_rows:
-            load_row(rows[r1], halo[k, 1])
+            load_row(rows[r1], halo[k, 1, 1:width + 1])
     # Pass 2: update each band top to bottom.
     for k in numba.prange(bands.shape[0]):
         tid = numba.get_thread_id()
         r0, r1 = bands[k, 0], bands[k, 1]
-        P, H1, H2, D = P_all[tid], H1_all[tid], H2_all[tid], D_all[tid]
-        ys, xs, keys = where[tid, 0], where[tid, 1], where[tid, 2]
+        block = _block_buffers(floats[tid], ints[tid], keys_all[tid], width)
+        table, ys, xs, cols, keys, row_keys = block[8:]
+        weights = (w1r, b1, w2, b2, w3, b3)
+        zero = ring[tid, RING]
+        zero[:, :] = 0.0
+        zero_addr = zero.ctypes.data
+        for s in range(RING):
+            _zero_pads(ring[tid, s])
         n = 0
         for r in range(r0, r1):
             i = r - r0
             b = r // height
             y = r - b * height
-            old = ring[tid, i % 3]  # row r at step t, read when row r-1 was processed
+            old = ring[tid, i % RING]  # row r at step t, read when row r-1 was processed
             if i == 0:
-                load_row(rows[r], old)
-            up = halo[k, 0] if i == 0 else ring[tid, (i + 2) % 3]
+                load_row(rows[r], old[1:width + 1])
+            up = halo[k, 0] if i == 0 else ring[tid, (i - 1) % RING]
             if r + 1 < r1:  # read row r+1 before any block flush below can write row r+1
-                down = ring[tid, (i + 1) % 3]
-                load_row(rows[r + 1], down)
+                if n > 0 and ys[0] + RING <= r + 2:  # the slot to refill holds a row a queued cell reads
+                    _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+                    n = 0
+                down = ring[tid, (i + 1) % RING]
+                load_row(rows[r + 1], down[1:width + 1])
             else:
                 down = halo[k, 1]
+            # Padded column x of a row starts the run x-1, x, x+1 of the grid; rows outside the sample are zeros.
+            up_addr = up.ctypes.data if y > 0 else zero_addr
+            down_addr = down.ctypes.data if y + 1 < height else zero_addr
+            old_addr = old.ctypes.data
             rkey = rng.row_key(seed, step, origin[0] + b, origin[1] + y)
+            # The columns of the row's alive cells, then of those that fire, in order; branch-free
+            # (a cell is written at the end of the list, which grows only if it qualifies).
+            m = 0
             for x in range(width):
-                if spec_is_alive(old[x, 0], alive_thr):
-                    key = rng.key_in_row(rkey, origin[2] + x)
-                    if rng.fire_uniform(key) <= fire_rate:
-                        gather(up, old, down, y > 0, y + 1 < height, x, P[n])
-                        ys[n], xs[n], keys[n] = r, x, key
-                        n += 1
-                        if n == BLOCK:
-                            bad = _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
-                            if bad >= 0:
-                                nonfinite[k] = 1 + bad // height
-                            n = 0
+                cols[m] = x
+                m += spec_is_alive(old[x + 1, 0], alive_thr)
+            f = 0
+            for j in range(m):
+                x = cols[j]
+                key = rng.key_in_row(rkey, origin[2] + x)
+                cols[f], row_keys[f] = x, key
+                f += rng.fire_uniform(key) <= fire_rate
+            for j in range(f):
+                x = cols[j]
+                offset = x * (C * 4)
+                table[n, 0] = up_addr + offset
+                table[n, 1] = old_addr + offset
+                table[n, 2] = down_addr + offset
+                ys[n], xs[n], keys[n] = r, x, row_keys[j]
+                n += 1
+                if n == BLOCK:
+                    _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+                    n = 0
         if n > 0:
-            bad = _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)
-            if bad >= 0:
-                nonfinite[k] = 1 + bad // height
+            _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+
+
+@numba.njit(cache=True, inline="always")
+def _zero_pads(row):
+    """Zero the padding columns 0 and W+1 of a padded (W+2, 20) row."""
+    for c in range(row.shape[1]):
+        row[0, c] = 0.0
+        row[row.shape[0] - 1, c] = 0.0
 
 
 def make_bands(batch, height, rows=None):
     """Split the B*H rows into bands of consecutive rows: (K, 2) int64 of [r0, r1).
 
-    The bands, and so the blocks of cells given to BLAS, do not depend on the thread
-    count, so results are bit-identical for any number of threads. Default: 64 rows
+    The bands do not depend on the thread count (nor does any cell's result depend on
+    its band or block), so results are bit-identical for any number of threads. Default: 64 rows
     (the saved halo rows, 2 per band, stay at about 3% of the state on large grids), or
     256 rows when samples are shorter than 64 rows (bands then span several samples, so
     a batch of 28x28 digits still fills whole blocks).
@@ -124,14 +167,42 @@ def make_bands(batch, height, rows=None):
     return np.stack([starts, np.minimum(starts + rows, total)], axis=1)
 
 
+@numba.njit(cache=True, inline="always")
+def _block_buffers(floats, ints, keys, width):
+    """One thread's block buffers as views of its three scratch rows (see scratch_buffers).
+
+    Returns H1, H2 (ROWS, 80), D (ROWS, OUT_PAD), Z0, Z1 (PAIRS, ROWS), U, Q, A (ROWS,) float32;
+    table (ROWS, 3), ys, xs (BLOCK,) (flat row and column of each queued cell), cols (W,)
+    int64; keys (BLOCK,) (the queued cells' random keys), row_keys (W,) uint64. Separate
+    ranges of one array: the compiler checks at run time that they do not overlap, and
+    vectorises.
+    """
+    h = ROWS * spec.HIDDEN
+    H1 = floats[:h].reshape(ROWS, spec.HIDDEN)
+    H2 = floats[h:2 * h].reshape(ROWS, spec.HIDDEN)
+    o = 2 * h
+    D = floats[o:o + ROWS * OUT_PAD].reshape(ROWS, OUT_PAD)
+    o += ROWS * OUT_PAD
+    Z0 = floats[o:o + PAIRS * ROWS].reshape(PAIRS, ROWS)
+    o += PAIRS * ROWS
+    Z1 = floats[o:o + PAIRS * ROWS].reshape(PAIRS, ROWS)
+    o += PAIRS * ROWS
+    U, Q, A = floats[o:o + ROWS], floats[o + ROWS:o + 2 * ROWS], floats[o + 2 * ROWS:o + 3 * ROWS]
+    table = ints[:3 * ROWS].reshape(ROWS, 3)
+    o = 3 * ROWS
+    ys, xs, cols = ints[o:o + BLOCK], ints[o + BLOCK:o + 2 * BLOCK], ints[o + 2 * BLOCK:o + 2 * BLOCK + width]
+    return H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys[:BLOCK], keys[BLOCK:BLOCK + width]
+
+
 def scratch_buffers(n_bands, width, threads_max):
-    """Allocate the kernel's scratch once per simulation: (halo, ring, P, H1, H2, D, where)."""
+    """Allocate the kernel's scratch once per simulation: (halo, ring, floats, ints, keys)."""
+    floats = 2 * ROWS * spec.HIDDEN + ROWS * OUT_PAD + 2 * PAIRS * ROWS + 3 * ROWS  # as _block_buffers cuts them
+    ints = 3 * ROWS + 2 * BLOCK + width
+    keys = BLOCK + width
     return (
-        np.zeros((n_bands, 2, width, spec.CHANNELS), np.float32),
-        np.zeros((threads_max, 3, width, spec.CHANNELS), np.float32),
-        np.zeros((threads_max, BLOCK, spec.PERCEPTION_IN), np.float32),
-        np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
-        np.zeros((threads_max, BLOCK, spec.HIDDEN), np.float32),
-        np.zeros((threads_max, BLOCK, spec.MUTABLE), np.float32),
-        np.zeros((threads_max, 3, BLOCK), np.uint64),
+        np.zeros((n_bands, 2, width + 2, spec.CHANNELS), np.float32),
+        np.zeros((threads_max, RING + 1, width + 2, spec.CHANNELS), np.float32),
+        np.zeros((threads_max, floats), np.float32),
+        np.zeros((threads_max, ints), np.int64),
+        np.zeros((threads_max, keys), np.uint64),
     )

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 STORAGE = {"float32": np.float32, "float16": np.float16}  #: public name -> numpy dtype of the state
@@ -73,12 +74,34 @@ def _store(x, like):
     return None
 
 
-@numba.njit(cache=True, inline="always")
+@intrinsic
+def _memcpy(typingctx, dst, src, nbytes):
+    """Copy ``nbytes`` bytes from address ``src`` to address ``dst`` (intp each; no overlap)."""
+    sig = types.void(types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        cgutils.raw_memcpy(builder, builder.inttoptr(args[0], i8p), builder.inttoptr(args[1], i8p), args[2], 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def load_row(src, dst):
-    """dst[:, :] = src as float32; src: (W, 20) stored row, dst: (W, 20) float32."""
-    for x in range(src.shape[0]):
-        for c in range(src.shape[1]):
-            dst[x, c] = load(src[x, c])
+    """dst[:, :] = src as float32; src: (W, 20) stored row, dst: (W, 20) float32, both C-contiguous."""
+
+
+@overload(load_row, inline="always")
+def _load_row(src, dst):
+    if src.dtype == types.float32:  # a plain memcpy: several times faster than Numba's element loop
+        return lambda src, dst: _memcpy(dst.ctypes.data, src.ctypes.data, src.size * 4)
+
+    def convert(src, dst):
+        for x in range(src.shape[0]):
+            for c in range(src.shape[1]):
+                dst[x, c] = load(src[x, c])
+
+    return convert
 
 
 def as_f32_row(src, buf):

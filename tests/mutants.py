@@ -32,42 +32,53 @@ CUDA_TESTS = ["tests/cuda/test_cuda_kernel.py"]
 # name: (file, original text, mutated text, tests to run, what the bug is)
 MUTANTS = {
     "cpu-band-halo": (
-        "kernels/cpu.py", "            load_row(rows[r1], halo[k, 1])\n", "            pass\n", CPU_TESTS,
+        "kernels/cpu.py", "            load_row(rows[r1], halo[k, 1, 1:width + 1])\n", "            pass\n", CPU_TESTS,
         "CPU: the row below each band is never saved (read as whatever the halo buffer holds)"),
-    "cpu-dead-neighbours-zero": (
-        "kernels/cell.py", "            if valid and 0 <= xx < width:\n",
-        "            if valid and 0 <= xx < width and row[xx, 0] > 0.1:\n", CPU_TESTS,
-        "CPU: dead neighbours read as zero"),
-    "cpu-gather-off-by-one": (
-        "kernels/cell.py", "            xx = x + j - 1\n", "            xx = x + j - 2\n", CPU_TESTS,
-        "CPU: off-by-one column in the 3x3 gather"),
+    "cpu-right-pad-not-zeroed": (
+        "kernels/cpu.py", "        row[row.shape[0] - 1, c] = 0.0\n", "        pass\n", CPU_TESTS,
+        "CPU: the padding column right of a ring row is never zeroed (the last column reads stale values)"),
+    "cpu-run-off-by-one": (
+        "kernels/cpu.py", "                offset = x * (C * 4)\n", "                offset = (x + 1) * (C * 4)\n", CPU_TESTS,
+        "CPU: off-by-one column in the cell's input runs"),
+    "cpu-ring-reused-too-early": (
+        "kernels/cpu.py", "ys[0] + RING <= r + 2:", "ys[0] + RING <= r + 1:", CPU_TESTS,
+        "CPU: a block is flushed one row too late, after the ring reused a row that one of its cells reads"),
     "cpu-channel-offset": (
         "kernels/cell.py",
-        "            cell[1 + o] = store(load(cell[1 + o]) + ((d[o] + b3[o]) + z0 * noise_std), cell[1 + o])\n",
-        "            cell[o] = store(load(cell[o]) + ((d[o] + b3[o]) + z0 * noise_std), cell[o])\n", CPU_TESTS,
+        "            cell[1 + o] = store(load(cell[1 + o]) + (D[i, o] + z * noise_std), cell[1 + o])\n",
+        "            cell[o] = store(load(cell[o]) + (D[i, o] + z * noise_std), cell[o])\n", CPU_TESTS,
         "CPU: update written one channel too low (the gray channel changes)"),
     "cpu-fire-strict": (
-        "kernels/cpu.py", "if rng.fire_uniform(key) <= fire_rate:", "if rng.fire_uniform(key) < fire_rate:", CPU_TESTS,
+        "kernels/cpu.py", "f += rng.fire_uniform(key) <= fire_rate", "f += rng.fire_uniform(key) < fire_rate", CPU_TESTS,
         "CPU: `<` instead of `<=` in the fire rule"),
     "cpu-noise-pair-swapped": (
-        "kernels/cell.py", "            z0, z1 = rng.normal_pair(key, pair)\n",
-        "            z1, z0 = rng.normal_pair(key, pair)\n", CPU_TESTS, "CPU: the two normals of a pair swapped"),
+        "kernels/cell.py", "            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])\n",
+        "            z1, z0 = rng.normal_from_fields(U[i], Q[i], A[i])\n", CPU_TESTS,
+        "CPU: the two normals of a pair swapped"),
     "cpu-float16-rounded-twice": (
         "kernels/cell.py",
-        "            cell[1 + o] = store(load(cell[1 + o]) + ((d[o] + b3[o]) + z0 * noise_std), cell[1 + o])\n",
-        "            cell[1 + o] = store(load(cell[1 + o]) + load(store((d[o] + b3[o]) + z0 * noise_std, cell[1 + o])),"
+        "            cell[1 + o] = store(load(cell[1 + o]) + (D[i, o] + z * noise_std), cell[1 + o])\n",
+        "            cell[1 + o] = store(load(cell[1 + o]) + load(store(D[i, o] + z * noise_std, cell[1 + o])),"
         " cell[1 + o])\n", CPU_TESTS, "CPU: float16 storage rounds the update, then the sum (twice)"),
-    "cpu-dropped-bias": (
-        "kernels/cell.py", "    bias_relu(H1, b1, BLOCK)\n", "    bias_relu(H1, b1 * 0, BLOCK)\n", CPU_TESTS,
-        "CPU: the first layer's bias dropped"),
+    "cpu-wrong-bias": (
+        "kernels/cell.py", "w1r.ctypes.data, b1.ctypes.data", "w1r.ctypes.data, b2.ctypes.data", CPU_TESTS,
+        "CPU: the first layer adds the second layer's bias"),
     "cpu-block-flushed-early": (
         "kernels/cpu.py",
-        "                            _flush(rows, n, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)\n",
-        "                            _flush(rows, n - 1, P, w1r, b1, w2, b2, w3, b3, H1, H2, D, ys, xs, keys, noise_std)\n",
+        "                if n == BLOCK:\n                    _flush(rows, n, ",
+        "                if n == BLOCK:\n                    _flush(rows, n - 1, ",
         CPU_TESTS, "CPU: a full block is flushed without its last cell"),
-    "cpu-blas-partial-rows": (
-        "kernels/cell.py", "    np.dot(P, w1r, H1)\n", "    np.dot(P[:BLOCK - 7], w1r, H1[:BLOCK - 7])\n", CPU_TESTS,
-        "CPU: the first product on fewer rows than the block (rows past them keep stale values)"),
+    "cpu-last-tile-dropped": (
+        "kernels/dense.py", "tiles = builder.udiv(builder.add(n, const(mr - 1)), const(mr))",
+        "tiles = builder.udiv(n, const(mr))", CPU_TESTS,
+        "CPU: a block's last, partial tile of cells is not computed (they keep stale MLP outputs)"),
+    "cpu-input-run-short": (
+        "kernels/dense.py", "with cgutils.for_range(builder, const(length)) as kloop:",
+        "with cgutils.for_range(builder, const(length - 1)) as kloop:", CPU_TESTS,
+        "CPU: each dense layer skips the last input of every run"),
+    "rng-log-step-dropped": (
+        "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
+        "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
     "metrics-count-dead": (
         "fastca/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            label, label11",
         "        if True:\n            label, label11", CPU_TESTS, "metrics: dead cells counted"),

@@ -71,3 +71,38 @@ def test_fire_mask_rate():
     m = fastca.rng.fire_mask(3, 0, alive, 0.25)
     assert not m[0, :100].any()
     assert abs(m[0, 100:].mean() - 0.25) < 0.01
+
+
+def test_log_within_a_few_ulp_over_its_whole_domain():
+    # The noise's own logarithm (plain float32 arithmetic, so it runs in vector registers):
+    # ln(m / 2**24) for every integer 1 <= m <= 2**24 in a sample that includes both ends.
+    import numba
+
+    m = np.concatenate([np.arange(1, 4097), np.random.default_rng(0).integers(1, 2**24, 100_000),
+                        np.arange(2**24 - 4096, 2**24 + 1)]).astype(np.float32)
+
+    @numba.njit
+    def logs(m, out):
+        for i in range(m.shape[0]):
+            out[i] = rng._log_u24(m[i])
+
+    out = np.empty_like(m)
+    logs(m, out)
+    exact = np.log(m.astype(np.float64) / 2**24)
+    ulp = np.abs(out - exact) / np.spacing(np.maximum(np.abs(exact), 1e-30).astype(np.float32))
+    assert out[-1] == 0.0 and ulp.max() < 4, ulp.max()
+
+
+def test_vectorised_noise_equals_one_cell_at_a_time():
+    # The CPU kernel draws a block's noise pair by pair over all its cells; the bits must be
+    # those of normal_pair cell by cell (what torch and the oracle use).
+    from fastca.kernels import cell
+
+    keys = np.random.default_rng(1).integers(0, 2**63, 37).astype(np.uint64)
+    z0 = np.zeros((cell.PAIRS, cell.ROWS), np.float32)
+    z1 = np.zeros_like(z0)
+    scratch = (np.zeros(cell.ROWS, np.float32), np.zeros(cell.ROWS, np.float32), np.zeros(cell.ROWS, np.float32))
+    cell.noise_block_py(keys, len(keys), z0, z1, *scratch)
+    for i, key in enumerate(keys):
+        for p in range(cell.PAIRS):
+            assert (z0[p, i], z1[p, i]) == rng.normal_pair(key, p)

@@ -20,7 +20,7 @@ class NumbaCPU(HostRunner):
         super().__init__(params)
         import numba
 
-        from ..kernels import cpu
+        from ..kernels import cell, cpu
         from ..kernels.storage import kernel_view
 
         self._kernel = cpu.step_inplace
@@ -32,22 +32,20 @@ class NumbaCPU(HostRunner):
         self._bands = cpu.make_bands(n_b, n_h, band_rows)
         self._nonfinite = np.zeros(len(self._bands), np.int64)
         self._scratch = cpu.scratch_buffers(len(self._bands), n_w, numba.config.NUMBA_NUM_THREADS)
-        w = weights
-        self._weights = (w.w1.reshape(spec.PERCEPTION_IN, spec.HIDDEN), w.b1, w.w2, w.b2, w.w3, w.b3)
+        self._weights = cell.kernel_weights(weights)
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
                       np.float32(p.alive_threshold), np.asarray(p.origin, np.int64))
 
     def poison(self):
-        """Fill the scratch buffers with NaN (tests: a read of an unwritten value cannot pass)."""
+        """Fill the scratch buffers with NaN, or 255 (tests: a read of an unwritten value cannot pass)."""
         for a in self._scratch:
-            if a.dtype.kind == "f":
-                a.fill(np.nan)
+            a.fill(np.nan if a.dtype.kind == "f" else 255)
 
     def step(self, t):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         seed, fire_rate, noise_std, alive, origin = self._args
-        with KERNEL_LOCK, _single_threaded_blas():  # the kernel's threads each call BLAS on their own block
+        with KERNEL_LOCK:
             self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
                          origin, self._bands, self._nonfinite, *self._scratch)
 
@@ -64,7 +62,6 @@ class NumbaCPU(HostRunner):
         return self.state
 
 
-_BLAS_LIMITER = None
 _ANNOUNCED = False
 
 
@@ -78,22 +75,11 @@ def _announce_compilation(kernel):
           file=sys.stderr, flush=True)
 
 
-def _single_threaded_blas():
-    """Context manager limiting BLAS to one thread (threadpoolctl; built once, cheap to enter)."""
-    global _BLAS_LIMITER
-    if _BLAS_LIMITER is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba's np.dot calls, so it is controlled)
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_LIMITER = ThreadpoolController()
-    return _BLAS_LIMITER.limit(limits=1, user_api="blas")
-
-
 INFO = register(BackendInfo(
     name="numba-cpu",
     load=lambda: NumbaCPU,
     probe=lambda: (True, "CPU", True),
     storages=("float32", "float16"),
     speed_rank=20,
-    summary="fused in-place Numba CPU kernel (BLAS-blocked MLP of the alive, firing cells)",
+    summary="fused in-place Numba CPU kernel (register-tiled MLP of blocks of the alive, firing cells)",
 ))
