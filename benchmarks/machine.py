@@ -40,7 +40,7 @@ def metadata():
         "torch": torch.__version__,
         "fastca": fastca.__version__,
         "cpu_flags": cpu_flags(),
-        "blas": blas_info(),
+        "kernel": kernel_info(),
         "numba_threading_layer": numba.config.THREADING_LAYER,
     }
     try:
@@ -67,17 +67,11 @@ def cpu_flags():
     return []
 
 
-def blas_info():
-    """Which BLAS the kernels' products use, and its kernel set (threadpoolctl's report)."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls)
-        from threadpoolctl import threadpool_info
+def kernel_info():
+    """How the numba-cpu kernel's MLP is generated here: vector width and register tiles (kernels/dense.py)."""
+    from fastca.kernels import dense
 
-        keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
-        return [{**{k: v for k, v in lib.items() if k in keep}, "library": os.path.basename(lib.get("filepath", ""))}
-                for lib in threadpool_info() if lib.get("user_api") == "blas"]  # no machine paths in results
-    except Exception as exc:  # the report is informative, never fatal
-        return [{"error": f"{type(exc).__name__}: {exc}"}]
+    return {"vector_bits": dense.VL * 32, "tiles": dense.tiles()}
 
 
 def fma_peak(threads, width=256):

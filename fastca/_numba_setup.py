@@ -31,8 +31,9 @@ cache_dir = None
 
 
 def source_hash():
-    """Hash of every source file whose functions are compiled with cache=True."""
+    """Hash of every source file whose functions are compiled with cache=True (and of the forced vector width)."""
     h = hashlib.sha256()
+    h.update(os.environ.get("FASTCA_VECTOR_BITS", "").encode())  # read by kernels/dense.py when it generates code
     for name in _SOURCES:
         path = _PKG / name
         h.update(name.encode())

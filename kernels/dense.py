@@ -21,8 +21,9 @@ rounding per fused multiply-add, so a row's result depends on nothing but its ow
 counts, bands and chunks needs nothing more.
 
 Vector width: 16 floats (512-bit) where the CPU has AVX-512F, else 8 (AVX2). Set
-``FASTCA_VECTOR_BITS=256`` to force the AVX2 shape (A/B measurements); the choice is part
-of the kernel cache key.
+``FASTCA_VECTOR_BITS=256`` (or 512) to force a width (A/B measurements); it keys fastca's
+kernel cache folder (with a user-set ``NUMBA_CACHE_DIR``, use a separate folder per width).
+Both widths give the same bits (tests/test_vector_width.py).
 """
 
 import os
@@ -46,12 +47,15 @@ def vector_bits():
 
 
 VL = vector_bits() // 32  #: floats per vector register
-# Tile shapes (rows x vectors): MR * NVB sums + NVB weights fit the 32 zmm (AVX-512) or 16 ymm (AVX2) registers.
-_TILES = {16: {"wide": (4, 5), "narrow": (8, 2)}, 8: {"wide": (4, 3), "narrow": (6, 2)}}
-if os.environ.get("FASTCA_TILES"):
-    _w = [int(x) for x in os.environ["FASTCA_TILES"].split(",")]
-    _TILES[VL] = {"wide": tuple(_w[:2]), "narrow": tuple(_w[2:])}
+# Tile shapes (rows MR x vectors NVB, for 80 outputs / for the last layer): the MR * NVB sums and NVB
+# weight vectors fit the 32 zmm (AVX-512) or 16 ymm (AVX2) registers; chosen by microbenchmark.
+_TILES = {16: {"wide": (4, 5), "narrow": (8, 2)}, 8: {"wide": (2, 5), "narrow": (4, 3)}}
 MR_MAX = 8  #: row buffers given to dense() need this many spare rows
+
+
+def tiles():
+    """The register tiles used here: {"wide": (rows, vectors), "narrow": (rows, vectors)}."""
+    return dict(_TILES[VL])
 
 
 def padded(n):

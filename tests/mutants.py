@@ -76,6 +76,10 @@ MUTANTS = {
         "kernels/dense.py", "with cgutils.for_range(builder, const(length)) as kloop:",
         "with cgutils.for_range(builder, const(length - 1)) as kloop:", CPU_TESTS,
         "CPU: each dense layer skips the last input of every run"),
+    "cpu-avx2-runs-reordered": (
+        "kernels/dense.py", "[[s] for s in range(len(runs))]",
+        "[[s] for s in (range(len(runs)) if VL == 16 else reversed(range(len(runs))))]",
+        ["tests/test_vector_width.py"], "CPU: the 256-bit code adds the input runs in another order (other rounding)"),
     "rng-log-step-dropped": (
         "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
         "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
