@@ -40,7 +40,7 @@ def _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height):
 
     block: _block_buffers' views; weights: (w1r, b1, w2, b2, w3, b3) as cell.kernel_weights gives them.
     """
-    H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys, row_keys = block
+    H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys, row_keys, fires = block
     w1r, b1, w2, b2, w3, b3 = weights
     for i in range(n, ROWS):  # rows past n are computed with the last tile: give them readable inputs
         for s in range(3):
@@ -87,7 +87,7 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
         tid = numba.get_thread_id()
         r0, r1 = bands[k, 0], bands[k, 1]
         block = _block_buffers(floats[tid], ints[tid], keys_all[tid], width)
-        table, ys, xs, cols, keys, row_keys = block[8:]
+        table, ys, xs, cols, keys, row_keys, fires = block[8:]
         weights = (w1r, b1, w2, b2, w3, b3)
         zero = ring[tid, RING]
         zero[:, :] = 0.0
@@ -122,12 +122,14 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
             for x in range(width):
                 cols[m] = x
                 m += spec_is_alive(old[x + 1, 0], alive_thr)
+            for j in range(m):  # keys and fire draws of the alive cells (vectorised: no stores that depend on them)
+                key = rng.key_in_row(rkey, origin[2] + cols[j])
+                row_keys[j] = key
+                fires[j] = rng.fire_uniform(key) <= fire_rate
             f = 0
             for j in range(m):
-                x = cols[j]
-                key = rng.key_in_row(rkey, origin[2] + x)
-                cols[f], row_keys[f] = x, key
-                f += rng.fire_uniform(key) <= fire_rate
+                cols[f], row_keys[f] = cols[j], row_keys[j]
+                f += fires[j]
             for j in range(f):
                 x = cols[j]
                 offset = x * (C * 4)
@@ -173,7 +175,7 @@ def _block_buffers(floats, ints, keys, width):
 
     Returns H1, H2 (ROWS, 80), D (ROWS, OUT_PAD), Z0, Z1 (PAIRS, ROWS), U, Q, A (ROWS,) float32;
     table (ROWS, 3), ys, xs (BLOCK,) (flat row and column of each queued cell), cols (W,)
-    int64; keys (BLOCK,) (the queued cells' random keys), row_keys (W,) uint64. Separate
+    int64; keys (BLOCK,) (the queued cells' random keys), row_keys (W,) uint64; fires (W,) int64. Separate
     ranges of one array: the compiler checks at run time that they do not overlap, and
     vectorises.
     """
@@ -191,13 +193,14 @@ def _block_buffers(floats, ints, keys, width):
     table = ints[:3 * ROWS].reshape(ROWS, 3)
     o = 3 * ROWS
     ys, xs, cols = ints[o:o + BLOCK], ints[o + BLOCK:o + 2 * BLOCK], ints[o + 2 * BLOCK:o + 2 * BLOCK + width]
-    return H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys[:BLOCK], keys[BLOCK:BLOCK + width]
+    fires = ints[o + 2 * BLOCK + width:o + 2 * BLOCK + 2 * width]
+    return H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys[:BLOCK], keys[BLOCK:BLOCK + width], fires
 
 
 def scratch_buffers(n_bands, width, threads_max):
     """Allocate the kernel's scratch once per simulation: (halo, ring, floats, ints, keys)."""
     floats = 2 * ROWS * spec.HIDDEN + ROWS * OUT_PAD + 2 * PAIRS * ROWS + 3 * ROWS  # as _block_buffers cuts them
-    ints = 3 * ROWS + 2 * BLOCK + width
+    ints = 3 * ROWS + 2 * BLOCK + 2 * width
     keys = BLOCK + width
     return (
         np.zeros((n_bands, 2, width + 2, spec.CHANNELS), np.float32),

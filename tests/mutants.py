@@ -49,7 +49,8 @@ MUTANTS = {
         "            cell[o] = store(load(cell[o]) + (D[i, o] + z * noise_std), cell[o])\n", CPU_TESTS,
         "CPU: update written one channel too low (the gray channel changes)"),
     "cpu-fire-strict": (
-        "kernels/cpu.py", "f += rng.fire_uniform(key) <= fire_rate", "f += rng.fire_uniform(key) < fire_rate", CPU_TESTS,
+        "kernels/cpu.py", "fires[j] = rng.fire_uniform(key) <= fire_rate", "fires[j] = rng.fire_uniform(key) < fire_rate",
+        CPU_TESTS,
         "CPU: `<` instead of `<=` in the fire rule"),
     "cpu-noise-pair-swapped": (
         "kernels/cell.py", "            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])\n",
