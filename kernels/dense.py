@@ -145,9 +145,8 @@ def _emit(builder, args, K, NO, mr, nvb, relu, segments):
                 cols = [v * VL for v in range(v0, min(v0 + nvb, NO // VL))]
                 for m in range(mr):
                     for j, col in enumerate(cols):
-                        start = builder.load(vptr(b, const(col)) if first else vptr(c, builder.add(crows[m], const(col))),
-                                             align=4)
-                        builder.store(start, acc[m][j])
+                        source = vptr(b, const(col)) if first else vptr(c, builder.add(crows[m], const(col)))
+                        builder.store(builder.load(source, align=4), acc[m][j])
                 for s in group:
                     k0, length = runs[s]
                     bases = [run_base(builder.add(row0, const(m)), s) for m in range(mr)]
@@ -157,13 +156,13 @@ def _emit(builder, args, K, NO, mr, nvb, relu, segments):
                         ws = [builder.load(vptr(w, builder.add(wrow, const(col))), align=4) for col in cols]
                         for m in range(mr):
                             x = builder.load(builder.gep(bases[m], [k]))
-                            xs = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), x, const(0)),
-                                                        ir.Constant(vec, ir.Undefined), splat_mask)
+                            undef = ir.Constant(vec, ir.Undefined)
+                            xs = builder.shuffle_vector(builder.insert_element(undef, x, const(0)), undef, splat_mask)
                             for j in range(len(cols)):
                                 builder.store(builder.call(fma, [xs, ws[j], builder.load(acc[m][j])]), acc[m][j])
                 for m in range(mr):
                     for j, col in enumerate(cols):
                         y = builder.load(acc[m][j])
-                        if relu and last:  # max(y, 0) that keeps NaN (unordered compare): a non-finite input stays visible
+                        if relu and last:  # max(y, 0) keeping NaN (unordered compare): non-finite inputs stay visible
                             y = builder.select(builder.fcmp_unordered(">", y, zero), y, zero)
                         builder.store(y, vptr(c, builder.add(crows[m], const(col))), align=4)

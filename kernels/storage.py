@@ -9,7 +9,6 @@ and the float16 ones convert with the CPU's F16C instructions (LLVM ``fpext`` /
 Arithmetic is always float32.
 """
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types

@@ -38,8 +38,8 @@ MUTANTS = {
         "kernels/cpu.py", "        row[row.shape[0] - 1, c] = 0.0\n", "        pass\n", CPU_TESTS,
         "CPU: the padding column right of a ring row is never zeroed (the last column reads stale values)"),
     "cpu-run-off-by-one": (
-        "kernels/cpu.py", "                offset = x * (C * 4)\n", "                offset = (x + 1) * (C * 4)\n", CPU_TESTS,
-        "CPU: off-by-one column in the cell's input runs"),
+        "kernels/cpu.py", "                offset = x * (C * 4)\n", "                offset = (x + 1) * (C * 4)\n",
+        CPU_TESTS, "CPU: off-by-one column in the cell's input runs"),
     "cpu-ring-reused-too-early": (
         "kernels/cpu.py", "ys[0] + RING <= r + 2:", "ys[0] + RING <= r + 1:", CPU_TESTS,
         "CPU: a block is flushed one row too late, after the ring reused a row that one of its cells reads"),
@@ -49,8 +49,8 @@ MUTANTS = {
         "            cell[o] = store(load(cell[o]) + (D[i, o] + z * noise_std), cell[o])\n", CPU_TESTS,
         "CPU: update written one channel too low (the gray channel changes)"),
     "cpu-fire-strict": (
-        "kernels/cpu.py", "fires[j] = rng.fire_uniform(key) <= fire_rate", "fires[j] = rng.fire_uniform(key) < fire_rate",
-        CPU_TESTS,
+        "kernels/cpu.py", "fires[j] = rng.fire_uniform(key) <= fire_rate",
+        "fires[j] = rng.fire_uniform(key) < fire_rate", CPU_TESTS,
         "CPU: `<` instead of `<=` in the fire rule"),
     "cpu-noise-pair-swapped": (
         "kernels/cell.py", "            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])\n",
