@@ -92,9 +92,6 @@ def noise_block(keys, n, Z0, Z1, U, Q, A):
             Z1[pair, i] = z1
 
 
-noise_block_py = numba.njit(cache=True, error_model="numpy")(noise_block.py_func)  #: callable from Python (tests)
-
-
 @jit
 def add_update(cell, D, Z0, Z1, i, noise_std):
     """The residual add of block cell i: cell[1:] += D[i, :19] + noise_std * noise (if noise_std > 0).
