@@ -201,7 +201,7 @@ class Session:
         return None
 
     def frame(self):
-        gray, label = frame_arrays(self.sim.state(copy=False), self.model.alive_threshold)
+        gray, label = frame_arrays(self.sim.view(), self.model.alive_threshold)
         return encode_frame(self.sim.t, gray, label, self.paused)
 
 

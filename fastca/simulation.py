@@ -94,8 +94,9 @@ class Simulation:
     def run(self, steps, *, callback=None, progress=None, targets=None):
         """Advance ``steps`` steps (the step counter carries over between calls).
 
-        callback(step, state): after every step, with a (B, H, W, 20) host view or copy
-            (on a device backend a copy per step: slow; prefer ``targets`` for metrics).
+        callback(step, state): after every step, with a read-only (B, H, W, 20) host view or
+            copy (on a device backend a copy per step: slow; prefer ``targets`` for metrics).
+            To change the world between steps, use :meth:`mutate` or :meth:`edit`.
         progress: show a progress bar (default: only for runs over 2e8 cell-steps, and only
             when stderr is a terminal).
         targets: optional target map from :meth:`targets` (or labels as in
@@ -129,7 +130,7 @@ class Simulation:
                     if handle is not None:
                         self._runner.count(handle.data, buf, i)
                     if callback is not None:
-                        callback(self.t, self._runner.read())
+                        callback(self.t, _read_only(self._runner.read()))
                     if bar is not None:
                         bar.update(1)
             if steps and not every_step:
@@ -172,14 +173,23 @@ class Simulation:
 
     def state(self, output="host", copy=True):
         """The state, the input's leading shape + (20,): NumPy ("host"; ``copy=False`` may return
-        the live array of a host backend) or the backend's device array ("device")."""
+        the live array of a host backend: writes to it are seen by the next step) or the backend's
+        device array ("device")."""
         self._check_output(output)
         if output == "device":
             return self._runner.state.reshape(self.lead + (spec.CHANNELS,))
         state = self._runner.read()
-        if copy and self._runner.host_view:  # a host backend's live array: copy unless asked not to
-            state = state.copy()
+        if self._runner.host_view:  # a host backend's live array: copy unless asked not to
+            if copy:
+                state = state.copy()
+            else:
+                self._runner.state_written()  # the caller may write it
         return state.reshape(self.lead + (spec.CHANNELS,))
+
+    def view(self):
+        """The state as a read-only NumPy view (a copy on a device backend), the input's leading
+        shape + (20,): for reading it often (frames, probes) without copying a host backend's array."""
+        return _read_only(self._runner.read()).reshape(self.lead + (spec.CHANNELS,))
 
     def labels(self, output="host"):
         """int8 label map (the input's leading shape), -1 on dead cells."""
@@ -323,3 +333,10 @@ def _check_threads(n):
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS}, got {n!r}")
     return int(n)
+
+
+def _read_only(array):
+    """A read-only view of a NumPy array (the runner's live state stays the runner's to write)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -290,7 +290,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     frames, frame_steps = [], []
 
     def take(t):
-        frame = frame_fn(sim.state())
+        frame = frame_fn(sim.view())
         if on_frame is not None:
             on_frame(frame)
             frames.clear()

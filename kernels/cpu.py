@@ -11,8 +11,12 @@ into a per-thread ring of ``RING`` float32 rows (``ring``, padded with a zero co
 each side) before any of its cells can be written, so every cell reads step t and
 writes step t+1, and each stored element is converted once per step.
 
-Only cells that are alive and fire are computed. A row's firing cells are found in
-two branch-free passes (flags for the whole row, then their columns), and queued into
+Only cells that are alive and fire are computed, and only the stored values they read
+are loaded. Aliveness depends on channel 0 alone, which no step writes, so the runner
+keeps an index of the alive cells (:func:`alive_index`: per row, runs of alive columns,
+and runs of the columns any alive cell of the row or its two neighbours reads) and the
+kernel trusts it: dead regions are neither read nor scanned. A row's firing cells are
+found from its alive runs in branch-free passes (fire draws, then their columns), and queued into
 a block of up to ``BLOCK`` cells as three addresses each: the runs of 60 floats above,
 at and below the cell in the ring. The MLP reads its inputs there
 (:func:`.cell.mlp_block`; a cell's result depends on that cell alone), the block's noise
@@ -28,8 +32,8 @@ import numpy as np
 
 from fastca import rng, spec
 
-from .cell import BLOCK, C, OUT_PAD, PAIRS, ROWS, add_update, mlp_block, noise_block
-from .storage import load_row
+from .cell import BLOCK, C, OUT_PAD, PAIRS, ROWS, add_update, aligned_zeros, mlp_block, noise_block
+from .storage import load, load_row
 
 spec_is_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
 RING = 6  #: ring rows per thread: a block is flushed before it is full only when it spans RING - 1 rows
@@ -54,8 +58,8 @@ def _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height):
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, alive_thr, origin,
-                 bands, nonfinite, halo, ring, floats, ints, keys_all):
+def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, origin,
+                 bands, nonfinite, halo, ring, floats, ints, keys_all, ptr, runs):
     """Advance the state by one step in place.
 
     rows: the state as (B*H, W, 20) rows (a view of the C-contiguous (B, H, W, 20) state),
@@ -63,13 +67,15 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
     gives them: w1r (180, 80); b1 (80,); w2 (80, 80); b2 (80,); w3 (80, OUT_PAD); b3
     (OUT_PAD,), float32 C-contiguous.
     seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
-    noise_std, alive_thr: float32; origin: (3,) int64 global (sample, row, column) of the
+    noise_std: float32; origin: (3,) int64 global (sample, row, column) of the
     state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1). nonfinite: (K,) int64,
     set to 1 + the sample of a cell that became non-finite in band k (0: none). Scratch, T >= the
     number of Numba threads: halo (K, 2, W+2, 20) and ring (T, RING + 1, W+2, 20) float32 (rows
     with a zero column each side; ring slot RING is a row of zeros); per-thread block buffers
     floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS) uint64, cut into named
     arrays by :func:`_block_buffers` (few arguments: a parallel launch allocates per argument).
+    ptr, runs: :func:`alive_index` of the state (it must be current: cells it leaves out are
+    neither updated nor read).
     """
     n_rows = rows.shape[0]
     width = rows.shape[1]
@@ -79,9 +85,9 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
         _zero_pads(halo[k, 0])
         _zero_pads(halo[k, 1])
         if r0 > 0:
-            load_row(rows[r0 - 1], halo[k, 0, 1:width + 1])
+            _load_read(rows, r0 - 1, halo[k, 0], ptr, runs)
         if r1 < n_rows:
-            load_row(rows[r1], halo[k, 1, 1:width + 1])
+            _load_read(rows, r1, halo[k, 1], ptr, runs)
     # Pass 2: update each band top to bottom.
     for k in numba.prange(bands.shape[0]):
         tid = numba.get_thread_id()
@@ -101,14 +107,14 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
             y = r - b * height
             old = ring[tid, i % RING]  # row r at step t, read when row r-1 was processed
             if i == 0:
-                load_row(rows[r], old[1:width + 1])
+                _load_read(rows, r, old, ptr, runs)
             up = halo[k, 0] if i == 0 else ring[tid, (i - 1) % RING]
             if r + 1 < r1:  # read row r+1 before any block flush below can write row r+1
                 if n > 0 and ys[0] + RING <= r + 2:  # the slot to refill holds a row a queued cell reads
                     _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
                     n = 0
                 down = ring[tid, (i + 1) % RING]
-                load_row(rows[r + 1], down[1:width + 1])
+                _load_read(rows, r + 1, down, ptr, runs)
             else:
                 down = halo[k, 1]
             # Padded column x of a row starts the run x-1, x, x+1 of the grid; rows outside the sample are zeros.
@@ -116,12 +122,13 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
             down_addr = down.ctypes.data if y + 1 < height else zero_addr
             old_addr = old.ctypes.data
             rkey = rng.row_key(seed, step, origin[0] + b, origin[1] + y)
-            # The columns of the row's alive cells, then of those that fire, in order; branch-free
-            # (a cell is written at the end of the list, which grows only if it qualifies).
+            # The columns of the row's alive cells (from the index), then of those that fire, in
+            # order; branch-free (a cell is written at the end of the list, which grows only if it fires).
             m = 0
-            for x in range(width):
-                cols[m] = x
-                m += spec_is_alive(old[x + 1, 0], alive_thr)
+            for s in range(ptr[0, r], ptr[0, r + 1]):
+                for x in range(runs[s, 0], runs[s, 1]):
+                    cols[m] = x
+                    m += 1
             for j in range(m):  # keys and fire draws of the alive cells (vectorised: no stores that depend on them)
                 key = rng.key_in_row(rkey, origin[2] + cols[j])
                 row_keys[j] = key
@@ -143,6 +150,91 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
                     n = 0
         if n > 0:
             _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+
+
+@numba.njit(cache=True, inline="always")
+def _load_read(rows, r, dst, ptr, runs):
+    """Load into the padded (W+2, 20) float32 row ``dst`` the columns of stored row r that are read
+    (its runs ``ptr[1]`` in :func:`alive_index`); the other columns keep whatever they held."""
+    for s in range(ptr[1, r], ptr[1, r + 1]):
+        a, b = runs[s, 0], runs[s, 1]
+        load_row(rows[r, a:b], dst[a + 1:b + 1])
+
+
+@numba.njit(cache=True, parallel=True)
+def _alive_mask(rows, alive_thr, mask):
+    for r in numba.prange(rows.shape[0]):
+        for x in range(rows.shape[1]):
+            mask[r, x] = spec_is_alive(load(rows[r, x, 0]), alive_thr)
+
+
+@numba.njit(cache=True, inline="always")
+def _read_flag(mask, r, x):
+    """Whether an alive cell of rows r-1..r+1 reads column x of row r (a 3x3 neighbourhood)."""
+    n_rows, width = mask.shape
+    for q in range(max(r - 1, 0), min(r + 2, n_rows)):
+        for c in range(max(x - 1, 0), min(x + 2, width)):
+            if mask[q, c]:
+                return True
+    return False
+
+
+@numba.njit(cache=True, inline="always")
+def _row_runs(mask, r, kind, runs, o):
+    """Runs [a, b) of row r's alive columns (kind 0) or read columns (kind 1), written from runs[o]
+    when ``runs`` has rows (else only counted); returns their number."""
+    width = mask.shape[1]
+    n = 0
+    start = -1
+    for x in range(width + 1):
+        flag = x < width and (mask[r, x] != 0 if kind == 0 else _read_flag(mask, r, x))
+        if flag and start < 0:
+            start = x
+        elif not flag and start >= 0:
+            if runs.shape[0] > 0:
+                runs[o + n, 0] = start
+                runs[o + n, 1] = x
+            n += 1
+            start = -1
+    return n
+
+
+@numba.njit(cache=True, parallel=True)
+def _index_from_mask(mask):
+    n_rows = mask.shape[0]
+    counts = np.zeros((2, n_rows + 1), np.int64)
+    none = np.empty((0, 2), np.int32)
+    for r in numba.prange(n_rows):
+        counts[0, r + 1] = _row_runs(mask, r, 0, none, 0)
+        counts[1, r + 1] = _row_runs(mask, r, 1, none, 0)
+    ptr = np.empty((2, n_rows + 1), np.int64)
+    ptr[0, 0] = 0
+    for r in range(n_rows):
+        ptr[0, r + 1] = ptr[0, r] + counts[0, r + 1]
+    ptr[1, 0] = ptr[0, n_rows]  # the read runs follow the alive runs in one array
+    for r in range(n_rows):
+        ptr[1, r + 1] = ptr[1, r] + counts[1, r + 1]
+    runs = np.empty((ptr[1, n_rows], 2), np.int32)
+    for r in numba.prange(n_rows):
+        _row_runs(mask, r, 0, runs, ptr[0, r])
+        _row_runs(mask, r, 1, runs, ptr[1, r])
+    return ptr, runs
+
+
+def alive_index(rows, alive_thr):
+    """Where the alive cells of the state are, and which stored values they read.
+
+    rows: the state as (N, W, 20) rows (as :func:`step_inplace` takes it); alive_thr: float32.
+    Returns (ptr (2, N+1) int64, runs (R, 2) int32): ``runs[ptr[0, r]:ptr[0, r+1]]`` are the
+    [start, stop) column runs of row r's alive cells, ``runs[ptr[1, r]:ptr[1, r+1]]`` those of
+    the columns of row r that an alive cell of rows r-1..r+1 reads (its 3x3 neighbourhood;
+    rows are flat, so neighbours across a sample boundary count too: harmless extra loads).
+    Valid as long as channel 0 does not change (steps never write it). Builds an (N, W) uint8
+    mask on the way (1/80 of a float32 state), freed on return.
+    """
+    mask = np.empty(rows.shape[:2], np.uint8)
+    _alive_mask(rows, alive_thr, mask)
+    return _index_from_mask(mask)
 
 
 @numba.njit(cache=True, inline="always")
@@ -200,12 +292,13 @@ def _block_buffers(floats, ints, keys, width):
 def scratch_buffers(n_bands, width, threads_max):
     """Allocate the kernel's scratch once per simulation: (halo, ring, floats, ints, keys)."""
     floats = 2 * ROWS * spec.HIDDEN + ROWS * OUT_PAD + 2 * PAIRS * ROWS + 3 * ROWS  # as _block_buffers cuts them
+    floats = -(-floats // 16) * 16  # each thread's row starts on a cache line, like H1, H2 and D in it
     ints = 3 * ROWS + 2 * BLOCK + 2 * width
     keys = BLOCK + width
     return (
         np.zeros((n_bands, 2, width + 2, spec.CHANNELS), np.float32),
         np.zeros((threads_max, RING + 1, width + 2, spec.CHANNELS), np.float32),
-        np.zeros((threads_max, floats), np.float32),
+        aligned_zeros((threads_max, floats)),
         np.zeros((threads_max, ints), np.int64),
         np.zeros((threads_max, keys), np.uint64),
     )

@@ -32,7 +32,7 @@ CUDA_TESTS = ["tests/cuda/test_cuda_kernel.py"]
 # name: (file, original text, mutated text, tests to run, what the bug is)
 MUTANTS = {
     "cpu-band-halo": (
-        "kernels/cpu.py", "            load_row(rows[r1], halo[k, 1, 1:width + 1])\n", "            pass\n", CPU_TESTS,
+        "kernels/cpu.py", "            _load_read(rows, r1, halo[k, 1], ptr, runs)\n", "            pass\n", CPU_TESTS,
         "CPU: the row below each band is never saved (read as whatever the halo buffer holds)"),
     "cpu-right-pad-not-zeroed": (
         "kernels/cpu.py", "        row[row.shape[0] - 1, c] = 0.0\n", "        pass\n", CPU_TESTS,
@@ -84,6 +84,20 @@ MUTANTS = {
     "rng-log-step-dropped": (
         "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
         "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
+    "cpu-index-reads-not-dilated": (
+        "kernels/cpu.py", "for c in range(max(x - 1, 0), min(x + 2, width)):", "for c in range(x, x + 1):",
+        CPU_TESTS, "CPU: the alive index loads only alive columns, not their dead neighbours (stale reads)"),
+    "cpu-index-reads-own-row": (
+        "kernels/cpu.py", "for q in range(max(r - 1, 0), min(r + 2, n_rows)):", "for q in range(r, r + 1):",
+        CPU_TESTS, "CPU: a row's loads ignore the alive cells of the rows above and below"),
+    "cpu-index-stale-after-mutate": (
+        "fastca/backends/base.py", "        mutate_host(window, gray, self.params.alive_threshold)\n        self.state_written()\n",
+        "        mutate_host(window, gray, self.params.alive_threshold)\n", CPU_TESTS,
+        "CPU: the alive index is kept after a mutation or an edit changed which cells are alive"),
+    "cpu-index-stale-after-live-write": (
+        "fastca/simulation.py", "                self._runner.state_written()  # the caller may write it\n",
+        "                pass\n", CPU_TESTS,
+        "CPU: the alive index is kept after the live state was handed out writable"),
     "metrics-count-dead": (
         "fastca/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            label, label11",
         "        if True:\n            label, label11", CPU_TESTS, "metrics: dead cells counted"),

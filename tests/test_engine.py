@@ -91,6 +91,69 @@ def test_mutate_and_edits_equal_host_operations(model, world):
         sim.edit("paint")
 
 
+@pytest.mark.parametrize("change", ["mutate", "edit", "live"])
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_steps_after_a_change_equal_a_fresh_start(model, world, backend, change):
+    """Whatever the runner derived from the state (numba-cpu's alive index) follows changes to it."""
+    gray = world[0][:60, :64]
+    sim = fastca.Simulation(model, gray, backend=backend, seed=5)
+    sim.run(3)
+    if change == "mutate":  # new digits: cells born and cells dying
+        sim.mutate(np.roll(gray, (7, 9), axis=(0, 1)))
+    elif change == "edit":
+        sim.edit("stroke", points=[(2, 2), (57, 60)], width=4)
+    else:  # written through the live array: a dead band comes alive, an alive block dies
+        live = sim.state(copy=False)
+        live[10:14, :, 0] = 1.0
+        live[30:50, 20:40, 0] = 0.0
+        live[30:50, 20:40, 1:] = 0.0
+    changed = sim.state()
+    sim.run(4)
+    fresh = fastca.Simulation(model, changed, backend=backend, seed=5, input="state", start_step=3)
+    fresh.run(4)
+    np.testing.assert_array_equal(sim.state(), fresh.state())
+
+
+def test_alive_index_lists_alive_and_read_columns():
+    from fastca.kernels import cpu
+
+    rng = np.random.default_rng(0)
+    rows = np.zeros((9, 23, 20), np.float32)
+    rows[..., 0] = rng.random((9, 23)) * (rng.random((9, 23)) < 0.3)
+    rows[4] = 0.0  # a dead row between alive ones
+    rows[:, 0, 0] = rows[:, -1, 0] = 0.5  # alive edge columns
+    ptr, runs = cpu.alive_index(rows, np.float32(0.1))
+
+    def columns(kind, r):
+        flags = np.zeros(23, bool)
+        for a, b in runs[ptr[kind, r]:ptr[kind, r + 1]]:
+            assert 0 <= a < b <= 23 and not flags[a:b].any()
+            flags[a:b] = True
+        return flags
+
+    alive = rows[..., 0] > np.float32(0.1)
+    padded = np.pad(alive, 1)
+    read = np.zeros_like(alive)
+    for dy in range(3):
+        for dx in range(3):
+            read |= padded[dy:dy + 9, dx:dx + 23]
+    for r in range(9):
+        np.testing.assert_array_equal(columns(0, r), alive[r])
+        np.testing.assert_array_equal(columns(1, r), read[r])
+
+
+def test_callback_view_is_read_only(model, world):
+    seen = []
+
+    def callback(t, state):
+        seen.append(t)
+        with pytest.raises(ValueError, match="read-only"):
+            state[0, 0, 0, 0] = 1.0
+
+    fastca.Simulation(model, world[0][:30, :30], backend="numba-cpu").run(2, callback=callback)
+    assert seen == [1, 2]
+
+
 def test_options_are_checked_before_any_work(model):
     gray = np.zeros((8, 8), np.uint8)
     with pytest.raises(ValueError, match="not supported by backend 'torch'"):

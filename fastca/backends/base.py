@@ -23,6 +23,9 @@ first step and never needs a backend's name. A runner owns the state of one simu
 ``read_window(b0, y0, x0, nb, h, w)``, ``write_gray(b0, y0, x0, gray)``
     A window of the state as float32 NumPy; replace the gray of a window (channels
     1..19 zeroed where the new gray is dead), in place.
+``state_written()``
+    The live state was written, or handed out writable, by someone else than the runner:
+    drop anything derived from it (the numba-cpu alive index).
 """
 
 import dataclasses
@@ -177,9 +180,14 @@ class HostRunner:
             raise ValueError(f"this backend computes on the host; output must be 'host', got {output!r}")
         return array
 
+    def state_written(self):
+        """The live state was written, or handed out writable, outside :meth:`step`: drop what the
+        runner derived from it (default: nothing)."""
+
     def read_window(self, b0, y0, x0, nb, h, w):
         return self.read()[b0 : b0 + nb, y0 : y0 + h, x0 : x0 + w].astype(np.float32)
 
     def write_gray(self, b0, y0, x0, gray):
         window = self.read()[b0 : b0 + gray.shape[0], y0 : y0 + gray.shape[1], x0 : x0 + gray.shape[2]]
         mutate_host(window, gray, self.params.alive_threshold)
+        self.state_written()

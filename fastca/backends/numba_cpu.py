@@ -28,6 +28,7 @@ class NumbaCPU(HostRunner):
         self.state = state  # float32, or float16 (storage="float16")
         n_b, n_h, n_w, _ = state.shape
         self._rows = kernel_view(state).reshape(n_b * n_h, n_w, spec.CHANNELS)  # a view: the kernel's layout
+        self._index = None  # cpu.alive_index of the state, built before the next step when None
         self._height = n_h
         self._bands = cpu.make_bands(n_b, n_h, band_rows)
         self._nonfinite = np.zeros(len(self._bands), np.int64)
@@ -44,10 +45,18 @@ class NumbaCPU(HostRunner):
 
     def step(self, t):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
+        from ..kernels import cpu
+
         seed, fire_rate, noise_std, alive, origin = self._args
         with KERNEL_LOCK:
-            self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std, alive,
-                         origin, self._bands, self._nonfinite, *self._scratch)
+            if self._index is None:
+                self._index = cpu.alive_index(self._rows, alive)
+            self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std,
+                         origin, self._bands, self._nonfinite, *self._scratch, *self._index)
+
+    def state_written(self):
+        """Channel 0 may have changed outside the kernel: rebuild the alive index before the next step."""
+        self._index = None
 
     def nonfinite(self):
         """The sample of a cell that became non-finite since the last call (None: none); resets."""
