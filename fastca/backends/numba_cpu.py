@@ -45,14 +45,22 @@ class NumbaCPU(HostRunner):
 
     def step(self, t):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
+        import numba
+
         from ..kernels import cpu
 
         seed, fire_rate, noise_std, alive, origin = self._args
         with KERNEL_LOCK:
             if self._index is None:
                 self._index = cpu.alive_index(self._rows, alive)
-            self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std,
-                         origin, self._bands, self._nonfinite, *self._scratch, *self._index)
+            # Bands go to whichever thread is free (dynamic schedule, one band at a time): a thread slowed
+            # by other work on its core does not hold the step back; results do not depend on it.
+            chunk = numba.set_parallel_chunksize(1)
+            try:
+                self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std,
+                             origin, self._bands, self._nonfinite, *self._scratch, *self._index)
+            finally:
+                numba.set_parallel_chunksize(chunk)
 
     def state_written(self):
         """Channel 0 may have changed outside the kernel: rebuild the alive index before the next step."""
