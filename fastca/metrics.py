@@ -19,14 +19,7 @@ def _count_row(row, alive_thr, target_row, counts):
     """Adds one (W, 20) float32 row's cells to ``counts`` (13,), the layout of spec.N_COUNTS."""
     for x in range(row.shape[0]):
         if _alive(row[x, 0], alive_thr):
-            label, label11 = cell_labels(row[x])
-            counts[0] += 1
-            if target_row[x] >= 0:
-                counts[spec.COUNT_TARGETED] += 1
-                if label == target_row[x]:
-                    counts[1] += 1
-            if label11 < spec.N_CLASSES:
-                counts[2 + label11] += 1
+            _count_cell(row[x], target_row[x], counts)
 
 
 @numba.njit(cache=True, inline="always")
@@ -35,19 +28,51 @@ def _label_row(row, alive_thr, out_row):
         out_row[x] = cell_labels(row[x])[0] if _alive(row[x, 0], alive_thr) else DEAD
 
 
+@numba.njit(cache=True, inline="always")
+def _count_cell(cell, target, counts):
+    """Adds one alive cell ((20,) float32 channels) with its target (-1: none) to ``counts`` (13,)."""
+    label, label11 = cell_labels(cell)
+    counts[0] += 1
+    if target >= 0:
+        counts[spec.COUNT_TARGETED] += 1
+        if label == target:
+            counts[1] += 1
+    if label11 < spec.N_CLASSES:
+        counts[2 + label11] += 1
+
+
+_COUNT_ROWS = 16  #: rows per parallel task of _count
+
+
 @numba.njit(cache=True, parallel=True)
-def _count(state, alive_thr, targets, counts, rows):
-    """Per-sample counts (B, 13), zeroed by the caller, in the layout of spec.N_COUNTS.
+def _count(state, alive_thr, targets, partial, rows, ptr, runs):
+    """Per-thread per-sample counts ``partial`` (T, >= B, >= 13), zeroed by the caller, in the
+    layout of spec.N_COUNTS; their sum over T is the state's counts.
 
     state: float32, or uint16 float16 bits (rows then go through ``rows``, (T, W, 20)
-    float32 scratch). The CUDA backend's count_kernel fills the same layout;
-    :func:`from_counts` reduces both.
+    float32 scratch). ptr, runs: an alive index of the state as
+    :func:`fastca.kernels.cpu.alive_index` gives it (then only the cells it lists are read),
+    or ptr of shape (2, 0) (every cell's gray is tested). Rows are shared out in groups of
+    _COUNT_ROWS, so one large sample uses every thread. The CUDA backend's count_kernel fills
+    the same layout; :func:`from_counts` reduces both.
     """
     n_b, n_h = state.shape[0], state.shape[1]
-    for b in numba.prange(n_b):
-        for y in range(n_h):
-            row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
-            _count_row(row, alive_thr, targets[b, y], counts[b])
+    n_rows = n_b * n_h
+    for task in numba.prange((n_rows + _COUNT_ROWS - 1) // _COUNT_ROWS):
+        tid = numba.get_thread_id()
+        buf = rows[tid % rows.shape[0]]
+        for r in range(task * _COUNT_ROWS, min(n_rows, (task + 1) * _COUNT_ROWS)):
+            b = r // n_h
+            y = r - b * n_h
+            if ptr.shape[1] == 0:
+                row = as_f32_row(state[b, y], buf)
+                _count_row(row, alive_thr, targets[b, y], partial[tid, b])
+                continue
+            for s in range(ptr[0, r], ptr[0, r + 1]):
+                x0, x1 = runs[s, 0], runs[s, 1]
+                run = as_f32_row(state[b, y, x0:x1], buf[:x1 - x0])
+                for x in range(x0, x1):
+                    _count_cell(run[x - x0], targets[b, y, x], partial[tid, b])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -85,7 +110,7 @@ def picture_maps(state, alive_threshold=spec.ALIVE_THRESHOLD):
 
 
 def _row_scratch(state):
-    """Per-thread float32 rows for reading a float16 state (a dummy for float32)."""
+    """Per-thread float32 rows for reading a float16 state (a one-cell dummy for float32)."""
     if state.dtype == np.float32:
         return np.zeros((1, 1, spec.CHANNELS), np.float32)
     return np.zeros((numba.config.NUMBA_NUM_THREADS, state.shape[2], spec.CHANNELS), np.float32)
@@ -154,10 +179,18 @@ def step_metrics(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
     return from_counts(counts(state, targets, alive_threshold))
 
 
-def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD):
+def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD, index=None):
     """Per-sample counts (B, 13) int64 of a (B, H, W, 20) float32/float16 state against a
-    (B, H, W) int16 target map (-1: no target), in the layout of :data:`fastca.spec.N_COUNTS`."""
-    out = np.zeros((state.shape[0], spec.N_COUNTS), np.int64)
+    (B, H, W) int16 target map (-1: no target), in the layout of :data:`fastca.spec.N_COUNTS`.
+
+    index: optional (ptr, runs), :func:`fastca.kernels.cpu.alive_index` of the state's
+    (B*H, W, 20) rows, current (it decides which cells are alive): then only alive cells are read.
+    """
+    # One block of counts per thread, each row padded to 16 and a spare row at the end, so no two
+    # threads ever write the same cache line (false sharing made two threads slower than one).
+    threads = numba.config.NUMBA_NUM_THREADS
+    partial = np.zeros((threads, state.shape[0] + 1, 16), np.int64)
+    ptr, runs = index if index is not None else (np.zeros((2, 0), np.int64), np.zeros((0, 2), np.int32))
     with KERNEL_LOCK:
-        _count(kernel_view(state), np.float32(alive_threshold), targets, out, _row_scratch(state))
-    return out
+        _count(kernel_view(state), np.float32(alive_threshold), targets, partial, _row_scratch(state), ptr, runs)
+    return partial[:, :-1, :spec.N_COUNTS].sum(axis=0)

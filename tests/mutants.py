@@ -98,11 +98,14 @@ MUTANTS = {
         "fastca/simulation.py", "                self._runner.state_written()  # the caller may write it\n",
         "                pass\n", CPU_TESTS,
         "CPU: the alive index is kept after the live state was handed out writable"),
+    "metrics-index-run-short": (
+        "fastca/metrics.py", "                for x in range(x0, x1):\n", "                for x in range(x0, x1 - 1):\n",
+        CPU_TESTS, "metrics: counts from the alive index miss the last cell of every run"),
     "metrics-count-dead": (
-        "fastca/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            label, label11",
-        "        if True:\n            label, label11", CPU_TESTS, "metrics: dead cells counted"),
+        "fastca/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            _count_cell(",
+        "        if True:\n            _count_cell(", CPU_TESTS, "metrics: dead cells counted"),
     "metrics-minus-one-counted-wrong": (
-        "fastca/metrics.py", "            if target_row[x] >= 0:\n", "            if target_row[x] >= -1:\n",
+        "fastca/metrics.py", "    if target >= 0:\n", "    if target >= -1:\n",
         CPU_TESTS, "metrics: a target of -1 counted as a wrong label"),
     "rng-origin-ignored": (
         "kernels/cpu.py", "rkey = rng.row_key(seed, step, origin[0] + b, origin[1] + y)",

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from .. import _numba_setup, spec
+from .. import _numba_setup, metrics, spec
 from .._numba_setup import KERNEL_LOCK
 from .base import BackendInfo, HostRunner, register
 
@@ -47,20 +47,30 @@ class NumbaCPU(HostRunner):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         import numba
 
-        from ..kernels import cpu
-
-        seed, fire_rate, noise_std, alive, origin = self._args
+        seed, fire_rate, noise_std, _, origin = self._args
         with KERNEL_LOCK:
-            if self._index is None:
-                self._index = cpu.alive_index(self._rows, alive)
+            index = self._alive_index()
             # Bands go to whichever thread is free (dynamic schedule, one band at a time): a thread slowed
             # by other work on its core does not hold the step back; results do not depend on it.
             chunk = numba.set_parallel_chunksize(1)
             try:
                 self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std,
-                             origin, self._bands, self._nonfinite, *self._scratch, *self._index)
+                             origin, self._bands, self._nonfinite, *self._scratch, *index)
             finally:
                 numba.set_parallel_chunksize(chunk)
+
+    def count(self, handle, buf, i):
+        """Counts of the current state into buf[i], reading only the alive cells (from the alive index)."""
+        buf[i] = metrics.counts(self.state, handle, self._thr, index=self._alive_index())
+
+    def _alive_index(self):
+        """The alive index of the state (kernels.cpu.alive_index), built when missing."""
+        if self._index is None:
+            from ..kernels import cpu
+
+            with KERNEL_LOCK:
+                self._index = cpu.alive_index(self._rows, self._args[3])
+        return self._index
 
     def state_written(self):
         """Channel 0 may have changed outside the kernel: rebuild the alive index before the next step."""
