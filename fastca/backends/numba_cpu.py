@@ -36,7 +36,7 @@ class NumbaCPU(HostRunner):
         self._weights = cell.kernel_weights(weights)
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
-                      np.float32(p.alive_threshold), np.asarray(p.origin, np.int64))
+                      np.asarray(p.origin, np.int64))
 
     def poison(self):
         """Fill the scratch buffers with NaN, or 255 (tests: a read of an unwritten value cannot pass)."""
@@ -47,7 +47,7 @@ class NumbaCPU(HostRunner):
         """Advance the state by one step whose random numbers are keyed by step index ``t``."""
         import numba
 
-        seed, fire_rate, noise_std, _, origin = self._args
+        seed, fire_rate, noise_std, origin = self._args
         with KERNEL_LOCK:
             index = self._alive_index()
             # Bands go to whichever thread is free (dynamic schedule, one band at a time): a thread slowed
@@ -69,7 +69,7 @@ class NumbaCPU(HostRunner):
             from ..kernels import cpu
 
             with KERNEL_LOCK:
-                self._index = cpu.alive_index(self._rows, self._args[3])
+                self._index = cpu.alive_index(self._rows, self._thr)
         return self._index
 
     def state_written(self):
