@@ -15,6 +15,7 @@ threads are serialised by :data:`KERNEL_LOCK` (workqueue runs one parallel regio
 """
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 import threading
@@ -23,21 +24,38 @@ from pathlib import Path
 
 KERNEL_LOCK = threading.RLock()
 _PKG = Path(__file__).resolve().parent
-_SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py", "kernels/cell.py", "kernels/cpu.py", "kernels/dense.py",
-            "kernels/storage.py")
+_SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py")
+_KERNEL_SOURCES = ("cell.py", "cpu.py", "dense.py", "storage.py")
 
 fresh_cache = False  #: True when this process compiles into a new cache folder (the first run)
 cache_dir = None
 
 
-def source_hash():
+def source_files():
+    """The files whose functions are compiled with cache=True, where the import system really finds them.
+
+    ``fastca.kernels`` is the repository's top-level ``kernels/`` folder in an editable
+    install and ``fastca/kernels`` in a wheel, so its folder is asked of the import system
+    (without importing it). A missing file is an error, never hashed as empty.
+    """
+    spec = importlib.util.find_spec("fastca.kernels")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("fastca: cannot locate the fastca.kernels package")
+    kernels = Path(list(spec.submodule_search_locations)[0]).resolve()
+    files = [_PKG / name for name in _SOURCES] + [kernels / name for name in _KERNEL_SOURCES]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ImportError(f"fastca: kernel sources missing: {', '.join(missing)}")
+    return files
+
+
+def source_hash(files=None):
     """Hash of every source file whose functions are compiled with cache=True (and of the forced vector width)."""
     h = hashlib.sha256()
     h.update(os.environ.get("FASTCA_VECTOR_BITS", "").encode())  # read by kernels/dense.py when it generates code
-    for name in _SOURCES:
-        path = _PKG / name
-        h.update(name.encode())
-        h.update(path.read_bytes() if path.exists() else b"")
+    for path in source_files() if files is None else files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -64,7 +82,8 @@ def configure():
         return
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastca"
     folder = base / f"numba-{source_hash()}"
-    existed = folder.exists()
+    # A folder can exist and hold nothing for this install (an interrupted first run): look for Numba's indexes.
+    existed = folder.is_dir() and any(folder.rglob("*.nbi"))
     if not _writable(folder):
         folder = Path(tempfile.mkdtemp(prefix="fastca-numba-"))
         warnings.warn(f"fastca: no writable cache folder under {base}; compiled kernels are cached in {folder} "

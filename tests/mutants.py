@@ -5,15 +5,27 @@
     python -m tests.mutants --list          # list the mutants
     python -m tests.mutants cpu-band-halo   # only the named mutants
 
+    python -m tests.mutants --guards        # the safety guards' mutants only (tests/mutants_*.py)
+
 Each mutant is one exact text substitution in one file of a temporary copy of the
 repository (the original must occur exactly once, so a mutant cannot silently stop
 applying after a refactor). The tests named for the mutant then run on the copy, in a
-fresh process with its own Numba cache folder (so no machine code compiled from the
-unmutated sources is reused), and stop at the first failure: the mutant is caught if any
-test fails, and the run reports which. Exit status 1 if any mutant survives.
+fresh process, and stop at the first failure: the mutant is caught if any test fails, and
+the run reports which test and how long it took. Exit status 1 if any mutant survives.
+
+A mutant of a file that holds compiled code gets a Numba cache folder of its own (Numba
+keys a cached function on its own file only, so machine code compiled from unmutated
+sources could otherwise be reused). Mutants of pure-Python files (the safety guards)
+share one cache folder for the run, keyed by the hash of the compiled sources, and the copy
+always sits at the same path with the original modification times: only the first of them
+compiles.
+
+The kernel and metric mutants are listed here; the safety guards' mutants live beside this
+file in mutants_<area>.py (play server, Zarr stores, training runs, files and numbers, CLI).
 """
 
 import argparse
+import importlib
 import os
 import re
 import shutil
@@ -134,6 +146,23 @@ MUTANTS = {
 }
 
 
+GUARD_AREAS = ("play", "distributed", "train", "files", "cli")
+GUARDS = {}
+for _area in GUARD_AREAS:
+    for _name, _mutant in importlib.import_module(f"tests.mutants_{_area}").MUTANTS.items():
+        if _name in MUTANTS or _name in GUARDS:
+            raise RuntimeError(f"mutant {_name} is defined twice")
+        GUARDS[_name] = _mutant
+MUTANTS.update(GUARDS)
+
+# Files whose functions Numba compiles (a mutant there needs a cache folder of its own).
+COMPILED = ("kernels/", "fastca/kernels/", "fastca/spec.py", "fastca/rng.py", "fastca/metrics.py", "fastca/world.py")
+
+
+def compiled(path):
+    return path.startswith(COMPILED)
+
+
 def copy_repo(dst):
     """A copy of the package, kernels, tests and benchmarks (no .git, caches or virtual environments)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".git", "*.egg-info", ".pytest_cache",
@@ -161,8 +190,8 @@ RUNNER = (
 )
 
 
-def run_tests(dst, tests, cuda):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(dst / ".numba-cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+def run_tests(dst, tests, cuda, cache):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
     if cuda:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     args = ["-x", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-o", "addopts="] + tests
@@ -176,9 +205,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="CPU mutants only")
+    parser.add_argument("--guards", action="store_true", help="the safety guards' mutants only")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
-    names = args.names or [n for n in MUTANTS if not (args.quick and n.startswith("cuda-"))]
+    names = args.names or [n for n in (GUARDS if args.guards else MUTANTS)
+                           if not (args.quick and n.startswith("cuda-"))]
     if args.list:
         for n in names:
             print(f"{n:34} {MUTANTS[n][4]}")
@@ -187,24 +218,35 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown mutants: {', '.join(unknown)}")
     survivors = []
-    for name in names:
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="fastca-mutant-") as tmp:
-            dst = Path(tmp)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fastca-mutants-") as tmp:
+        work = Path(tmp)
+        for name in names:
+            t0 = time.perf_counter()
+            dst = work / "repo"  # one path for every mutant, so the shared cache applies
+            shutil.rmtree(dst, ignore_errors=True)
             copy_repo(dst)
             apply(dst, name)
-            rc, failed, tail = run_tests(dst, MUTANTS[name][3], name.startswith("cuda-"))
-        seconds = time.perf_counter() - t0
-        if rc == 0:
-            survivors.append(name)
-            print(f"SURVIVED {name:34} ({seconds:.0f} s): {MUTANTS[name][4]}", flush=True)
-        elif not failed:
-            survivors.append(name)
-            print(f"BROKEN   {name:34} ({seconds:.0f} s): the tests did not run\n{tail}", flush=True)
-        else:
-            print(f"caught   {name:34} by {failed[0]} ({seconds:.0f} s)", flush=True)
-    print(f"{len(names) - len(survivors)}/{len(names)} mutants caught" + (f"; survived: {survivors}" if survivors else ""))
+            path = MUTANTS[name][0]
+            cache = dst / ".numba-cache" if compiled(path) else work / "shared-cache"
+            rc, failed, tail = run_tests(dst, MUTANTS[name][3], name.startswith("cuda-"), cache)
+            seconds = time.perf_counter() - t0
+            report(name, rc, failed, tail, seconds, survivors)
+    print(f"{len(names) - len(survivors)}/{len(names)} mutants caught in {time.perf_counter() - start:.0f} s"
+          + (f"; survived: {survivors}" if survivors else ""))
     return 1 if survivors else 0
+
+
+def report(name, rc, failed, tail, seconds, survivors):
+    """Print one mutant's outcome; a survivor (or a run whose tests did not start) joins `survivors`."""
+    if rc == 0:
+        survivors.append(name)
+        print(f"SURVIVED {name:34} ({seconds:.0f} s): {MUTANTS[name][4]}", flush=True)
+    elif not failed:
+        survivors.append(name)
+        print(f"BROKEN   {name:34} ({seconds:.0f} s): the tests did not run\n{tail}", flush=True)
+    else:
+        print(f"caught   {name:34} by {failed[0]} ({seconds:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

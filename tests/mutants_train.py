@@ -1,0 +1,4 @@
+"""Mutants of the train guards, merged into tests/mutants.py (same format: name -> (file, original, mutated, tests, what))."""
+
+MUTANTS = {
+}
