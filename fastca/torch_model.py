@@ -141,3 +141,84 @@ def shared_randomness(seed, step, state_np, fire_rate, noise_std, alive_threshol
         dense[b, y, x] = rng.noise_at(seed, step, b + ob, y + oy, x + ox, noise_std, spec.MUTABLE)
         noise = torch.from_numpy(dense)
     return torch.from_numpy(mask), noise
+
+
+class DescribedNCA(nn.Module):
+    """The step of any :class:`fastca.model.ModelSpec` as a trainable ``nn.Module``.
+
+    Parameters are kept in the description's layout (:meth:`ModelSpec.weight_shapes`: HWIO
+    perception, ``(in, out)`` dense layers) under the same names, so :meth:`arrays` and
+    :meth:`from_arrays` round-trip. States are ``(B, H, W, C)`` channels last in any float
+    dtype (float64 for checks against :func:`fastca.model.step_float64`).
+    """
+
+    def __init__(self, description, arrays=None, dtype=torch.float32):
+        super().__init__()
+        from .model import Depthwise
+
+        self.description = description
+        arrays = description.check_weights(arrays) if arrays is not None else description.random_weights()
+        self.params = nn.ParameterDict({k: nn.Parameter(torch.tensor(np.asarray(v), dtype=dtype))
+                                        for k, v in arrays.items()})
+        if isinstance(description.perception, Depthwise):
+            kern = torch.tensor(description.perception.kernel(), dtype=dtype).permute(2, 0, 1)  # (F, 3, 3)
+            # groups=C: output channel c*F + f is filter f on channel c (the channel-major order)
+            self.register_buffer("filters", kern.repeat(description.channels, 1, 1)[:, None])
+
+    def arrays(self):
+        """The parameters as float32 NumPy arrays, by name."""
+        return {k: v.detach().cpu().float().numpy() for k, v in self.params.items()}
+
+    def _pad(self, x, fill=0.0):
+        if self.description.boundary == "wrap":
+            return nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+        return nn.functional.pad(x, (1, 1, 1, 1), value=fill)
+
+    def alive(self, state):
+        """(B, H, W) bool: the description's alive rule on ``state``."""
+        rule = self.description.alive
+        if rule.rule == "none":
+            return torch.ones(state.shape[:3], dtype=torch.bool, device=state.device)
+        ch = state[..., rule.channel].float()
+        if rule.rule == "maxpool":  # cells outside the grid are ignored: pad with -inf (or wrap)
+            ch = nn.functional.max_pool2d(self._pad(ch[:, None], -float("inf")), 3, stride=1)[:, 0]
+        return ch > np.float32(rule.threshold)
+
+    def delta(self, state):
+        """The update before noise and masks: (B, H, W, C) -> (B, H, W, n_updated)."""
+        from .model import Conv3x3
+
+        d, p = self.description, self.params
+        x = self._pad(state.permute(0, 3, 1, 2))
+        if isinstance(d.perception, Conv3x3):
+            x = nn.functional.conv2d(x, p["w1"].permute(3, 2, 0, 1), p.get("b1"))
+            if d.perception.activation == "relu":
+                x = torch.relu(x)
+            k = 2
+        else:
+            x = nn.functional.conv2d(x, self.filters, groups=d.channels)
+            k = 1
+        x = x.permute(0, 2, 3, 1)
+        for i, layer in enumerate(d.layers):
+            x = x @ p[f"w{k + i}"]
+            if layer.bias:
+                x = x + p[f"b{k + i}"]
+            if layer.activation == "relu":
+                x = torch.relu(x)
+        return x
+
+    def forward(self, state, fire_mask, noise=None):
+        """One synchronous step. ``fire_mask``: (B, H, W) bool (u <= fire rate); ``noise``: standard normals
+        (B, H, W, n_updated) or None."""
+        d = self.description
+        ds = self.delta(state)
+        if noise is not None and d.noise_std > 0:
+            ds = ds + d.noise_std * noise
+        pre = self.alive(state)
+        update = fire_mask if d.alive.rule == "maxpool" else fire_mask & pre
+        r0, r1 = d.residual
+        out = torch.cat([state[..., :r0], state[..., r0:r1] + ds * update[..., None].to(ds.dtype),
+                         state[..., r1:]], dim=-1)
+        if d.alive.rule == "maxpool":
+            out = out * (pre & self.alive(out))[..., None].to(out.dtype)
+        return out
