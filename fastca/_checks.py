@@ -25,6 +25,12 @@ def check_seed(seed):
     return int(seed)
 
 
+def first_line(exc, limit=300):
+    """The first line of an exception's message (at most ``limit`` characters), or its type's name when empty."""
+    lines = str(exc).splitlines()
+    return lines[0][:limit] if lines and lines[0] else type(exc).__name__
+
+
 def check_probability(name, value):
     """Return ``value`` as a float in [0, 1], or raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -35,20 +41,36 @@ def check_probability(name, value):
     return value
 
 
-def check_noise(noise, default):
-    """Resolve the ``noise`` argument to a std >= 0 (None -> the model's default, False -> 0)."""
+#: Bound of the shared generator's standard normal draws (:mod:`fastca.rng`: sqrt(2 ln 2**24) = 5.77).
+NOISE_DRAW_MAX = 5.8
+
+
+def check_noise_std(name, value, dtype=np.float32):
+    """Return ``value`` as a float std >= 0 whose noise draws stay finite in ``dtype`` storage, or raise
+    naming ``name`` (a std whose draws overflow is the parameter's fault, not the model's)."""
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    dtype = np.dtype(dtype)
+    limit = float(np.finfo(dtype).max) / NOISE_DRAW_MAX
+    if value > limit:
+        raise ValueError(f"{name} {value:g} is too large: its noise draws (up to {NOISE_DRAW_MAX} std) overflow "
+                         f"{dtype.name} (max {float(np.finfo(dtype).max):g}); it must be at most {limit:.4g}")
+    return value
+
+
+def check_noise(noise, default, dtype=np.float32):
+    """Resolve the ``noise`` argument to a std >= 0 (None -> the model's default, False -> 0) whose
+    draws stay finite in ``dtype`` storage."""
     if noise is None:
-        return float(default)
+        return check_noise_std("noise std (the model's noise_std)", default, dtype)
     if noise is True:
-        return float(default) if default > 0 else spec.NOISE_STD
+        return check_noise_std("noise std (the model's noise_std)", default if default > 0 else spec.NOISE_STD, dtype)
     if noise is False:
         return 0.0
-    if not isinstance(noise, numbers.Real):
+    if isinstance(noise, np.bool_) or not isinstance(noise, numbers.Real):
         raise TypeError(f"noise must be None, a bool or a std >= 0, got {type(noise).__name__}")
-    noise = float(noise)
-    if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise std must be finite and >= 0, got {noise}")
-    return noise
+    return check_noise_std("noise std", noise, dtype)
 
 
 def check_gray(gray):
@@ -95,11 +117,15 @@ def check_state(state, dtype=np.float32):
         raise TypeError(f"state must be a float array, got dtype {state.dtype}")
     _check_grid(state.shape)
     lead = state.shape[:-1]
-    if not np.all(np.isfinite(state)):
-        raise ValueError("state contains NaN or inf")
-    if np.dtype(dtype) == np.float16 and state.dtype != np.float16 and np.any(np.abs(state) > np.finfo(np.float16).max):
-        raise ValueError("state values exceed the float16 range (65504): use storage='float32'")
-    return np.ascontiguousarray(state.reshape((-1,) + state.shape[-3:]), dtype=dtype), lead
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore"):  # float64 -> float32 (or anything -> float16) may overflow: checked below
+        out = np.ascontiguousarray(state.reshape((-1,) + state.shape[-3:]), dtype=dtype)
+    if not np.all(np.isfinite(out)):  # after the cast: 1e300 in float64 is inf in float32
+        if not np.all(np.isfinite(state)):
+            raise ValueError("state contains NaN or inf")
+        hint = ": use storage='float32'" if dtype == np.float16 else ""
+        raise ValueError(f"state values exceed the {dtype.name} range ({float(np.finfo(dtype).max):g}){hint}")
+    return out, lead
 
 
 def _check_grid(shape):

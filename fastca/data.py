@@ -67,6 +67,15 @@ def load_mnist(split="test", path=None):
     return images, labels
 
 
+def digits_hash(images, labels):
+    """SHA-256 (hex) of a digit pool, images and labels with their shapes: what results made from it depend on."""
+    h = hashlib.sha256()
+    for a in (np.asarray(images, np.uint8), np.asarray(labels, np.int64)):
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def sample_digits():
     """The small MNIST test sample embedded in the package (offline): (images (N, 28, 28) uint8, labels (N,)).
 

@@ -13,12 +13,18 @@ after a worker is lost gives the same bits.
 Optional extra: ``pip install "fastca[distributed]"`` (dask[array], distributed, zarr).
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import numbers
+import operator
 import os
+import socket
+import threading
 import time
+import zlib
 
 import numpy as np
 
@@ -61,13 +67,25 @@ def as_state(x, input="auto", storage="float32"):
 def check_chunks(state, halo):
     """Refuse chunkings that a halo of ``halo`` cells cannot serve (no silent rechunking: it would
     move the chunk boundaries the caller chose)."""
-    if not isinstance(halo, int) or isinstance(halo, bool) or halo < 1:
-        raise ValueError(f"halo must be an int >= 1, got {halo!r}")
+    halo = _check_halo(halo)
     for axis, name in ((1, "rows"), (2, "columns")):
         sizes = state.chunks[axis]
         if len(sizes) > 1 and min(sizes) < halo:
             raise ValueError(f"chunks of {min(sizes)} {name} are smaller than the halo ({halo}): use chunks of at least "
                              f"{halo} {name} (or a smaller halo)")
+    return halo
+
+
+def _is_int(value):
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_halo(halo):
+    """``halo`` as an int >= 1 (NumPy integers accepted), or raise."""
+    if not _is_int(halo) or halo < 1:
+        raise ValueError(f"halo must be an int >= 1, got {halo!r}")
+    return operator.index(halo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +119,8 @@ def advance(state, model, steps, *, start_step=0, seed=0, storage="float32", fir
             threads=None, backend="auto"):
     """One round: ``state`` (B, H, W, 20) dask array advanced by ``steps`` steps (<= every chunk's
     size along H and W that has neighbours), lazily."""
-    fn = _Round(model, int(steps), int(start_step), int(seed), storage, state.chunks, fire_rate, noise, threads,
-                backend)
+    fn = _Round(model, operator.index(steps), operator.index(start_step), operator.index(seed), storage, state.chunks,
+                fire_rate, noise, threads, backend)
     return state.map_overlap(fn, depth={0: 0, 1: steps, 2: steps, 3: 0}, boundary="none", trim=True,
                              dtype=state.dtype, meta=np.empty((0, 0, 0, 0), state.dtype))
 
@@ -124,8 +142,9 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
     if not isinstance(model, NCAWeights):
         raise TypeError(f"model must be NCAWeights, got {type(model).__name__}")
     steps = _checks.check_steps(steps)
+    seed = _checks.check_seed(seed)
     state, lead = as_state(x, input, storage)
-    check_chunks(state, halo)
+    halo = check_chunks(state, halo)
     t = _checks.check_steps(start_step)
     left = steps
     while left > 0:
@@ -202,16 +221,38 @@ def digit_agreement(votes):
 # --- worlds built chunk by chunk -----------------------------------------------------------------------
 
 
+DIGIT_SOURCES = ("mnist-test", "embedded-sample")  #: where the digits of an MNIST world come from
+
+
+def mnist_digits(source="auto"):
+    """(images, labels, provenance) of a digit pool: ``"mnist-test"`` (the MNIST test set from
+    ``$FASTCA_MNIST_DIR``), ``"embedded-sample"`` (the package's sample), or ``"auto"`` (the first that
+    is there). provenance: {"digits": the source, "digits_sha256": :func:`fastca.data.digits_hash`}, to record with a
+    store (``zarr_run(world=...)``) so that a resumed run uses the same digits."""
+    if source == "auto":
+        try:
+            images, labels = data.load_mnist("test")
+            source = "mnist-test"
+        except FileNotFoundError:
+            images, labels = data.sample_digits()
+            source = "embedded-sample"
+    elif source == "mnist-test":
+        images, labels = data.load_mnist("test")
+    elif source == "embedded-sample":
+        images, labels = data.sample_digits()
+    else:
+        raise ValueError(f"digit source must be 'auto' or one of {DIGIT_SOURCES}, got {source!r}")
+    return images, labels, {"digits": source, "digits_sha256": data.digits_hash(images, labels)}
+
+
 def mnist_world(height, width, chunks, *, images=None, labels=None, seed=0):
     """A (height, width) uint8 dask array of tiled MNIST digits, built chunk by chunk (the whole world
     never exists in memory), and its (rows, cols) tile index (NumPy). Same layout as
-    :func:`fastca.data.mnist_world` with ``seed`` (random test digits, one per 28x28 tile)."""
+    :func:`fastca.data.mnist_world` with ``seed`` (random test digits, one per 28x28 tile).
+    ``images=None``: the digits of :func:`mnist_digits` ("auto")."""
     da = _dask()
     if images is None:
-        try:
-            images, labels = data.load_mnist("test")
-        except FileNotFoundError:
-            images, labels = data.sample_digits()
+        images, labels, _ = mnist_digits("auto")
     rows, cols = -(-height // data.DIGIT), -(-width // data.DIGIT)
     index = data.tile_index(len(images), rows, cols, seed)
 
@@ -266,6 +307,15 @@ class MnistTiles:
 
 # --- out of core: the state in Zarr ----------------------------------------------------------------------
 
+RECORD_FORMAT = 2  #: version of the record that a complete array carries in its attributes
+LOCK_NAME = "fastca.lock"  #: the lock file of a store (pid, host and start time of the run that holds it)
+_HELD = {}  # real path of a store -> thread id of the run of this process that holds its lock
+_HELD_GUARD = threading.Lock()
+
+
+class StoreLocked(ValueError):
+    """The store is in use by another run (or its lock was left by a run that died)."""
+
 
 def _model_hash(model):
     h = hashlib.sha256()
@@ -274,76 +324,486 @@ def _model_hash(model):
     return h.hexdigest()[:16]
 
 
+def _tiles_hash(tiles):
+    """What a round's metrics depend on: the tile grid and each tile's label (None without tiles)."""
+    if tiles is None:
+        return None
+    lab = np.asarray(tiles.labels)[np.asarray(tiles.index)].astype("<i8")
+    return hashlib.sha256(repr(lab.shape).encode() + lab.tobytes()).hexdigest()[:16]
+
+
+# the lock: one run per store ---------------------------------------------------------------------------
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _lock_owner(text):
+    """The lock file's {pid, host, started}, or None when it cannot be read as one."""
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None
+    if not (isinstance(owner, dict) and _is_int(owner.get("pid")) and 1 <= owner["pid"] < 2**31
+            and isinstance(owner.get("host"), str)):
+        return None
+    return owner
+
+
+def _owner_state(owner):
+    """"alive", "dead" (this host, the process is gone) or "unknown" (another host, or an unreadable lock)."""
+    if owner is None or owner["host"] != socket.gethostname():
+        return "unknown"
+    if owner["pid"] == os.getpid():  # this process, but no run of it holds the lock (else it would not ask)
+        return "dead"
+    return "alive" if _pid_alive(owner["pid"]) else "dead"
+
+
+def _lock_message(store, path, owner, state):
+    if owner is None:
+        return (f"{store} is locked ({path} cannot be read as a lock): if no run uses this store, pass --break-lock "
+                f"(break_lock=True) to break the lock")
+    who = f"pid {owner['pid']} on {owner['host']}, since {owner.get('started', '?')}"
+    if state == "alive":
+        return (f"{store} is in use by another run ({who}; lock file {path}): wait for it to end (if that "
+                f"process is not a fastca run, its pid was reused after the run died: delete {path})")
+    if state == "dead":
+        return (f"{store} is locked by a run that is no longer running ({who}): pass --break-lock (break_lock=True) "
+                f"to break the lock")
+    return (f"{store} is in use by a run on another host ({who}; lock file {path}): if that run is dead, pass "
+            f"--break-lock (break_lock=True) to break the lock")
+
+
+def _create_exclusive(path, text):
+    """Create ``path`` holding ``text`` unless it exists (atomically: a hard link of a complete file, or
+    O_CREAT | O_EXCL where links are not supported). True when created."""
+    tmp = f"{path}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def _break(path, seen):
+    """Remove the lock file if it still holds ``seen`` (breakers of one host take turns)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None
+    fd = os.open(path + ".break", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                now = f.read()
+        except FileNotFoundError:
+            return
+        if now == seen:
+            os.remove(path)
+    finally:
+        os.close(fd)
+
+
+def _acquire(store, key, break_lock):
+    """Take the store's lock file or raise :class:`StoreLocked` naming its owner; returns the text written."""
+    path = os.path.join(store, LOCK_NAME)
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S %z")})
+    for _ in range(5):
+        if _create_exclusive(path, text):
+            return text
+        try:
+            with open(path) as f:
+                seen = f.read()
+        except FileNotFoundError:  # released meanwhile: try again
+            continue
+        owner = _lock_owner(seen)
+        state = _owner_state(owner)
+        if state == "alive" or not break_lock:
+            raise StoreLocked(_lock_message(store, path, owner, state))
+        _break(path, seen)
+    raise StoreLocked(f"{store}: could not take the lock {path}: other runs keep taking it")
+
+
+def _release(store, text):
+    path = os.path.join(store, LOCK_NAME)
+    try:
+        with open(path) as f:
+            if f.read() != text:  # broken and taken by another run: theirs now
+                return
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def store_lock(store, break_lock=False):
+    """Hold the lock of the Zarr folder ``store`` (created if missing) for the ``with`` block: a lock file
+    ``fastca.lock`` with this run's pid, host and start time, created atomically, removed on exit (also
+    on an exception). Another run of the store raises :class:`StoreLocked` (a ValueError) naming the
+    owner. A lock left by a run that died is reported as such and broken only with ``break_lock=True``
+    (also for a lock of another host, whose process cannot be checked; never for a live process of this
+    host). The lock is reentrant within one thread (``zarr_run`` inside a ``store_lock`` block)."""
+    os.makedirs(store, exist_ok=True)
+    key = os.path.realpath(store)
+    me = threading.get_ident()
+    with _HELD_GUARD:
+        holder = _HELD.get(key)
+        if holder is not None and holder != me:
+            raise StoreLocked(f"{store} is in use by another run of this process (pid {os.getpid()})")
+        outer = holder is None
+        if outer:
+            text = _acquire(store, key, break_lock)
+            _HELD[key] = me
+    try:
+        yield
+    finally:
+        if outer:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
+                _release(store, text)
+
+
+# the record of a complete array: what it holds and what was written -----------------------------------
+
+
+def _grid(shape, chunks):
+    """(chunk coordinates, origin) of every chunk of a (B, H, W, 20) array, in row-major order."""
+    counts = [-(-shape[i] // chunks[i]) for i in range(3)]
+    for ib in range(counts[0]):
+        for iy in range(counts[1]):
+            for ix in range(counts[2]):
+                yield (ib, iy, ix, 0), (ib * chunks[0], iy * chunks[1], ix * chunks[2])
+
+
+def _n_chunks(shape, chunks):
+    return int(np.prod([-(-shape[i] // chunks[i]) for i in range(3)]))
+
+
+def _chunk_file(array_path, arr, coords):
+    """Key and file of one chunk of the array at ``array_path``."""
+    key = arr.metadata.encode_chunk_key(coords)
+    return key, os.path.join(array_path, *key.split("/"))
+
+
+def _damaged(array_path, key, problem):
+    return ValueError(f"{array_path}: chunk {key} {problem}; the store is damaged (restore it, or start a new store)")
+
+
+def _check_chunk(array_path, key, file, size, crc=None):
+    """Raise unless the chunk file exists with the recorded size (and checksum, when ``crc`` is given)."""
+    try:
+        if crc is None:
+            got = os.stat(file).st_size
+        else:
+            with open(file, "rb") as f:
+                raw = f.read()
+            got = len(raw)
+    except FileNotFoundError:
+        raise _damaged(array_path, key, f"is missing (the round that wrote it recorded {size} bytes)") from None
+    if got != size:
+        raise _damaged(array_path, key, f"is {got} bytes, {size} were written (truncated or overwritten)")
+    if crc is not None and zlib.crc32(raw) != crc:
+        raise _damaged(array_path, key, f"does not match its checksum (crc32 {zlib.crc32(raw)}, {crc} were written)")
+
+
+def _verify_chunks(array_path, record):
+    """Every chunk of a complete array exists with its recorded size: before a round reads it (a
+    missing chunk would read as the fill value)."""
+    import zarr
+
+    arr = zarr.open_array(array_path, mode="r")
+    for i, (coords, _) in enumerate(_grid(record["shape"], record["chunks"])):
+        key, file = _chunk_file(array_path, arr, coords)
+        _check_chunk(array_path, key, file, record["chunk_bytes"][i])
+
+
+def _put_chunk(arr, array_path, coords, origin, block):
+    """Write one chunk-aligned block; returns the (bytes, crc32) of the chunk file written."""
+    b0, y0, x0 = origin
+    arr[b0 : b0 + block.shape[0], y0 : y0 + block.shape[1], x0 : x0 + block.shape[2], :] = block
+    key, file = _chunk_file(array_path, arr, coords)
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise _damaged(array_path, key, "was not written") from None
+    return len(raw), zlib.crc32(raw)
+
+
+def _open_new(path, shape, chunks, dtype):
+    """A new array that counts as incomplete until sealed; a chunk never written reads as NaN, never as
+    data, and every chunk is written, also one of fill values."""
+    import zarr
+
+    arr = zarr.open_array(path, mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
+                          config={"write_empty_chunks": True})
+    arr.attrs.update({"complete": False})
+    return arr
+
+
+def _digest(attrs):
+    text = json.dumps({k: v for k, v in attrs.items() if k != "digest"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _seal(arr, record, written):
+    """Mark the array complete: its record (settings, world, step) and the chunks written."""
+    attrs = {**record, "format": RECORD_FORMAT, "shape": list(arr.shape), "chunks": list(arr.chunks),
+             "chunk_bytes": [int(b) for b, _ in written], "chunk_crc32": [int(c) for _, c in written],
+             "complete": True}
+    attrs["digest"] = _digest(attrs)
+    arr.attrs.update(attrs)
+    return attrs
+
+
+def _int_list(value, n):
+    return isinstance(value, list) and len(value) == n and all(_is_int(v) and v >= 0 for v in value)
+
+
+def _check_record(path, attrs, arr):
+    """Raise unless the attributes of the complete array at ``path`` are a consistent record of it."""
+    from .kernels.storage import STORAGE
+
+    def bad(problem):
+        return ValueError(f"{path}: {problem}; the store's metadata is damaged or was edited (restore it, or start "
+                          f"a new store)")
+
+    if attrs.get("format") != RECORD_FORMAT:
+        raise ValueError(f"{path}: written by another version of fastca (record format {attrs.get('format')!r}, "
+                         f"this one reads {RECORD_FORMAT}): start a new store")
+    for k in ("step", "previous_step", "halo", "seed"):
+        if not _is_int(attrs.get(k)) or attrs[k] < 0:
+            raise bad(f"attribute {k!r} is {attrs.get(k)!r}, not an int >= 0")
+    for k in ("storage", "model"):
+        if not isinstance(attrs.get(k), str):
+            raise bad(f"attribute {k!r} is {attrs.get(k)!r}, not a string")
+    if attrs["step"] != attrs["previous_step"] + attrs["halo"]:
+        raise bad(f"step {attrs['step']} is not previous_step {attrs['previous_step']} + halo {attrs['halo']}")
+    shape, chunks = attrs.get("shape"), attrs.get("chunks")
+    if not (_int_list(shape, 4) and _int_list(chunks, 4) and min(chunks) >= 1):
+        raise bad(f"attributes shape {shape!r} and chunks {chunks!r} are not 4 ints each")
+    if list(arr.shape) != shape or list(arr.chunks) != chunks:
+        raise bad(f"the array is {tuple(arr.shape)} in chunks {tuple(arr.chunks)}, its record says {tuple(shape)} "
+                  f"in chunks {tuple(chunks)}")
+    if shape[3] != spec.CHANNELS or chunks[3] != spec.CHANNELS or min(shape) < 1:
+        raise bad(f"shape {tuple(shape)} and chunks {tuple(chunks)} are not a state's (B, H, W, {spec.CHANNELS})")
+    if attrs["storage"] not in STORAGE or np.dtype(STORAGE[attrs["storage"]]) != arr.dtype:
+        raise bad(f"the array is {arr.dtype}, its record says storage {attrs['storage']!r}")
+    n = _n_chunks(shape, chunks)
+    for k in ("chunk_bytes", "chunk_crc32"):
+        if not _int_list(attrs.get(k), n):
+            raise bad(f"attribute {k!r} does not list the array's {n} chunks")
+    world = attrs.get("world")
+    if world is not None and not isinstance(world, dict):
+        raise bad(f"attribute 'world' is {world!r}, not a dict")
+    if world is not None and (world.get("height", shape[1]), world.get("width", shape[2])) != tuple(shape[1:3]):
+        raise bad(f"the world is recorded as {world.get('height')}x{world.get('width')}, the array holds "
+                  f"{shape[1]}x{shape[2]}")
+    if attrs.get("tiles") is not None and not isinstance(attrs["tiles"], str):
+        raise bad(f"attribute 'tiles' is {attrs['tiles']!r}, not a string")
+    if attrs.get("digest") != _digest(attrs):
+        raise bad("the attributes do not match their checksum")
+
+
+def _read_record(path):
+    """The checked record of the complete array at ``path``; None when there is none or it is being written."""
+    import zarr
+
+    if not os.path.isdir(path):
+        return None
+    try:
+        arr = zarr.open_array(path, mode="r")
+        attrs = dict(arr.attrs)
+    except Exception:  # created or killed mid-write: never complete
+        return None
+    if attrs.get("complete") is not True:
+        return None
+    _check_record(path, attrs, arr)
+    return attrs
+
+
+def _latest_record(store):
+    """(name, record) of the stored array with the highest complete step, or None."""
+    best = None
+    for name in ("a", "b"):
+        record = _read_record(os.path.join(store, name))
+        if record is not None and (best is None or record["step"] > best[1]["step"]):
+            best = (name, record)
+    return best
+
+
+def _latest(store):
+    """(name, step) of the stored array with the highest complete step, or None."""
+    done = _latest_record(store)
+    return None if done is None else (done[0], done[1]["step"])
+
+
+def stored_record(store):
+    """The checked record of the stored run's latest complete state (a dict: step, seed, storage, model
+    hash, shape, chunks, world, ...), or None when the folder holds none. Raises ValueError on damaged
+    metadata."""
+    done = _latest_record(store)
+    return None if done is None else done[1]
+
+
+def stored_shape(store):
+    """Shape (B, H, W, 20) of the stored run's state, or None when the folder holds no complete one."""
+    record = stored_record(store)
+    return None if record is None else tuple(record["shape"])
+
+
+def describe(store):
+    """The stored run's record without its chunk list (JSON text), for the CLI and humans."""
+    record = stored_record(store)
+    if record is None:
+        return "{}"
+    keep = ("step", "seed", "storage", "model", "shape", "chunks", "world")
+    return json.dumps({k: record.get(k) for k in keep})
+
+
+# the run ---------------------------------------------------------------------------------------------------
+
+
 def zarr_run(model, store, steps, *, gray=None, chunks=None, halo=16, seed=0, storage="float16", threads=None,
-             backend="auto", progress=print, scheduler=None, tiles=None, on_round=None):
+             backend="auto", progress=print, scheduler=None, tiles=None, on_round=None, world=None, break_lock=False):
     """Advance the state kept in the Zarr folder ``store`` to step ``steps``, out of core; returns
     (the final state as a dask array on disk, step reached).
 
     The folder holds two state arrays, ``a`` and ``b`` (B, H, W, 20): each round reads the one
     with the last complete step and writes the other, then records in its attributes the step,
     the seed, the storage and the model's hash (a run with other settings is refused; the halo
-    may change between calls: it does not change the bits).
-    So memory holds a few chunks at a time, not the world, and a run killed at any moment
-    resumes from the last complete round with the same final bits. A new store needs ``gray``
-    (a (H, W) or (B, H, W) dask array, e.g. :func:`mnist_world`); its chunks set the state's.
-    Each task reads its chunk widened by the halo straight from the store and writes its
-    interior back, so a task holds one widened chunk (not its neighbours' chunks).
+    may change between calls: it does not change the bits), the world's provenance (``world``, a
+    JSON dict such as :func:`mnist_digits`' provenance, and a hash of ``tiles``' labels), the size
+    and CRC-32 of every chunk file written, and a checksum of the record. So memory holds a few
+    chunks at a time, not the world, and a run killed at any moment resumes from the last complete
+    round with the same final bits. A new store needs ``gray`` (a (H, W) or (B, H, W) dask array,
+    e.g. :func:`mnist_world`, in regular chunks); its chunks set the state's. Each task reads its
+    chunk widened by the halo straight from the store and writes its interior back, so a task holds
+    one widened chunk (not its neighbours' chunks).
+
+    Trust: the run holds the store's lock (:func:`store_lock`; ``break_lock`` breaks one left by a
+    dead run). Before anything is written, the record is checked (types, ranges, shape and chunks
+    against the array, its checksum), a resumed run's settings, ``world`` and ``tiles`` must equal
+    the recorded ones (``gray``, when given, must have the stored shape), and every chunk the round
+    reads must exist with its recorded size; each task checks its own chunk's CRC-32 before it
+    reads. Any mismatch is a ValueError naming the store (a missing chunk never reads as data:
+    the fill value is NaN).
 
     ``tiles`` (:class:`MnistTiles`, for an MNIST world) adds metrics to every round, reduced from
     the tasks' per-chunk counts (no extra pass over the store): per-cell accuracy and the percent
     of digits whose alive cells all give one label (digits that straddle chunks counted whole).
     ``on_round(step, info)`` gets {"seconds", and with tiles "accuracy", "digit_agreement"}.
     """
+    if not isinstance(model, NCAWeights):
+        raise TypeError(f"model must be NCAWeights, got {type(model).__name__}")
+    steps = _checks.check_steps(steps)
+    halo = _check_halo(halo)
+    seed = _checks.check_seed(seed)
+    _checks.check_storage(storage)
+    if tiles is not None and not isinstance(tiles, MnistTiles):
+        raise TypeError(f"tiles must be MnistTiles or None, got {type(tiles).__name__}")
+    if world is not None:
+        if not isinstance(world, dict):
+            raise TypeError(f"world must be a JSON dict or None, got {type(world).__name__}")
+        world = json.loads(json.dumps(world))  # as the record will hold it (tuples become lists)
+    with store_lock(store, break_lock):
+        return _zarr_run_locked(model, store, steps, gray, halo, seed, storage, threads, backend, progress,
+                                scheduler, tiles, on_round, world)
+
+
+def _zarr_run_locked(model, store, steps, gray, halo, seed, storage, threads, backend, progress, scheduler, tiles,
+                     on_round, world):
     da = _dask()
     import dask
     import zarr
 
-    os.makedirs(store, exist_ok=True)
     # what the bits depend on (the halo does not: any round length gives the same bits)
-    settings = {"seed": int(seed), "storage": storage, "model": _model_hash(model)}
-    done = _latest(store)
+    settings = {"seed": seed, "storage": storage, "model": _model_hash(model)}
+    done = _latest_record(store)
     if done is None:
         if gray is None:
             raise ValueError(f"{store}: no complete state here; pass gray= to start a new run")
         state, _ = as_state(gray, "gray", storage)
         check_chunks(state, halo)
+        _check_tiles(tiles, state.shape)
+        if world is not None and (world.get("height", state.shape[1]), world.get("width", state.shape[2])) != \
+                tuple(state.shape[1:3]):
+            raise ValueError(f"world says {world.get('height')}x{world.get('width')}, gray is "
+                             f"{state.shape[1]}x{state.shape[2]}")
         t0 = time.perf_counter()
-        _write(state, store, "a", {**settings, "step": 0}, scheduler)
+        record = {**settings, "world": world, "tiles": _tiles_hash(tiles), "step": 0, "previous_step": 0, "halo": 0}
+        record = _write(state, store, "a", record, scheduler)
         if progress:
             progress(f"initial state {state.shape} written: {time.perf_counter() - t0:.1f} s")
-        done = ("a", 0)
-    name, t = done
-    arr = zarr.open_array(os.path.join(store, name), mode="r")
-    saved = {k: arr.attrs.get(k) for k in settings}
+        done = ("a", record)
+    name, record = done
+    saved = {k: record[k] for k in settings}
     if saved != settings:
         raise ValueError(f"{store}: the stored run has settings {saved}, not {settings}")
+    shape = tuple(record["shape"])
+    if gray is not None and tuple(gray.shape) not in (shape[:3], shape[1:3] if shape[0] == 1 else None):
+        raise ValueError(f"{store}: gray is {tuple(gray.shape)}, the stored world {shape[:3]}: a resumed run keeps "
+                         f"its world (leave gray out, or start a new store)")
+    if world is not None and world != record["world"]:
+        raise ValueError(f"{store}: the stored world is {record['world']}, not {world}: resume with the world it was "
+                         f"made from, or start a new store")
+    if tiles is not None:
+        _check_tiles(tiles, shape)
+        if record["tiles"] != _tiles_hash(tiles):
+            raise ValueError(f"{store}: these tiles (the digits' labels, hash {_tiles_hash(tiles)}) are not the ones "
+                             f"the store was made with ({record['tiles']}): the targets would come from other digits")
+    chunk_rows, chunk_cols = record["chunks"][1:3]
+    if min(halo, steps - record["step"]) > min(chunk_rows, chunk_cols):
+        raise ValueError(f"halo {halo} is larger than the store's chunks ({chunk_rows}x{chunk_cols})")
+    t = record["step"]
+    if t >= steps:  # no round left: the state returned
+        _verify_chunks(os.path.join(store, name), record)
     while t < steps:
         k = min(halo, steps - t)
-        src = zarr.open_array(os.path.join(store, name), mode="r")
-        chunk_rows, chunk_cols = src.chunks[1], src.chunks[2]
-        if tiles is not None and src.shape[0] != 1:
-            raise ValueError(f"tiles describe one MNIST world; the store holds {src.shape[0]} samples")
-        if k > min(chunk_rows, chunk_cols):
-            raise ValueError(f"halo {halo} is larger than the store's chunks ({chunk_rows}x{chunk_cols})")
+        src_path = os.path.join(store, name)
+        _verify_chunks(src_path, record)  # before the round writes anything: every chunk it reads is there
         t0 = time.perf_counter()
         dst_name = "b" if name == "a" else "a"
-        dst = zarr.open_array(os.path.join(store, dst_name), mode="w", shape=src.shape, chunks=src.chunks,
-                              dtype=src.dtype, fill_value=0)
-        dst.attrs.update({"complete": False})
-        round_ = _ZarrRound(model, os.path.join(store, name), os.path.join(store, dst_name), k, t, int(seed), storage,
-                            threads, backend, tiles)
-        tasks = [dask.delayed(round_, pure=True)(b0, y0, x0)
-                 for b0 in range(0, src.shape[0], src.chunks[0])
-                 for y0 in range(0, src.shape[1], chunk_rows)
-                 for x0 in range(0, src.shape[2], chunk_cols)]
+        src = zarr.open_array(src_path, mode="r")
+        dst = _open_new(os.path.join(store, dst_name), src.shape, src.chunks, src.dtype)
+        round_ = _ZarrRound(model, src_path, os.path.join(store, dst_name), k, t, seed, storage, threads, backend,
+                            tiles)
+        tasks = [dask.delayed(round_, pure=True)(coords, origin, (record["chunk_bytes"][i], record["chunk_crc32"][i]))
+                 for i, (coords, origin) in enumerate(_grid(shape, record["chunks"]))]
         results = dask.compute(*tasks, scheduler=scheduler)
-        dst.attrs.update({**settings, "step": t + k, "halo": k, "complete": True})
+        record = _seal(dst, {**{key: record[key] for key in (*settings, "world", "tiles")}, "step": t + k,
+                             "previous_step": t, "halo": k}, [r[0] for r in results])
         name = dst_name
         t += k
         info = {"seconds": time.perf_counter() - t0}
         msg = f"round to step {t}/{steps}: {info['seconds']:.1f} s"
         if tiles is not None:
-            info.update(_reduce_round(results, tiles))
+            info.update(_reduce_round([r[1] for r in results], tiles))
             msg += f"; accuracy {info['accuracy']:.2f}%, digits agreeing {info['digit_agreement']:.2f}%"
         if progress:
             progress(msg)
@@ -352,11 +812,22 @@ def zarr_run(model, store, steps, *, gray=None, chunks=None, halo=16, seed=0, st
     return da.from_zarr(os.path.join(store, name)), t
 
 
+def _check_tiles(tiles, shape):
+    """``tiles`` must describe the world of a (1, H, W, ...) state: one 28x28 tile grid over it."""
+    if tiles is None:
+        return
+    if shape[0] != 1:
+        raise ValueError(f"tiles describe one MNIST world; the store holds {shape[0]} samples")
+    grid = (-(-shape[1] // data.DIGIT), -(-shape[2] // data.DIGIT))
+    if np.shape(tiles.index) != grid:
+        raise ValueError(f"tiles cover {np.shape(tiles.index)} digits, the {shape[1]}x{shape[2]} world {grid}")
+
+
 @dataclasses.dataclass(frozen=True)
 class _ZarrRound:
-    """One chunk of one out-of-core round: read the chunk widened by k cells from the source
-    store, run k steps with its global origin, write its interior to the destination store.
-    Writing the same chunk twice writes the same bits, so a recomputed task is harmless."""
+    """One chunk of one out-of-core round: check the chunk's file, read the chunk widened by k cells
+    from the source store, run k steps with its global origin, write its interior to the destination
+    store. Writing the same chunk twice writes the same bits, so a recomputed task is harmless."""
 
     model: NCAWeights
     src: str
@@ -369,26 +840,55 @@ class _ZarrRound:
     backend: str
     tiles: MnistTiles | None = None
 
-    def __call__(self, b0, y0, x0):
+    def __call__(self, coords, origin, written):
         import zarr
 
         src = zarr.open_array(self.src, mode="r")
-        dst = zarr.open_array(self.dst, mode="r+")
+        dst = zarr.open_array(self.dst, mode="r+", config={"write_empty_chunks": True})
+        key, file = _chunk_file(self.src, src, coords)
+        _check_chunk(self.src, key, file, *written)  # this chunk, as its round wrote it (every chunk has one task)
         nb, nh, nw = src.shape[:3]
         k = self.steps
+        b0, y0, x0 = origin
         b1, y1, x1 = min(nb, b0 + src.chunks[0]), min(nh, y0 + src.chunks[1]), min(nw, x0 + src.chunks[2])
         wy0, wy1, wx0, wx1 = max(0, y0 - k), min(nh, y1 + k), max(0, x0 - k), min(nw, x1 + k)
-        block = src[b0:b1, wy0:wy1, wx0:wx1, :]
+        try:
+            block = src[b0:b1, wy0:wy1, wx0:wx1, :]
+        except Exception as exc:  # a chunk (maybe a neighbour's) that does not decode: name it
+            raise _bad_chunk(self.src, src, (b0, b1, wy0, wy1, wx0, wx1), exc) from None
+        if not np.isfinite(block).all():  # e.g. a neighbour's chunk deleted during the round reads as NaN
+            raise _bad_chunk(self.src, src, (b0, b1, wy0, wy1, wx0, wx1))
         sim = Simulation(self.model, block, backend=self.backend, seed=self.seed, storage=self.storage,
                          origin=(b0, wy0, wx0), start_step=self.start_step, input="state", threads=self.threads)
         sim.run(k, progress=False)
         out = sim.state(copy=False)
         interior = np.ascontiguousarray(out[:, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
         del sim, out, block
-        dst[b0:b1, y0:y1, x0:x1, :] = interior
+        written = _put_chunk(dst, self.dst, coords, origin, interior)
         if self.tiles is None:
-            return None
-        return metrics.counts(interior, self.tiles.targets(y0, y1, x0, x1)), self.tiles.votes(interior, y0, x0)
+            return written, None
+        return written, (metrics.counts(interior, self.tiles.targets(y0, y1, x0, x1)),
+                         self.tiles.votes(interior, y0, x0))
+
+
+def _bad_chunk(array_path, arr, window, exc=None):
+    """The error for a window that could not be read (``exc``) or that holds NaN or inf: names the first
+    of its chunks at fault."""
+    b0, b1, y0, y1, x0, x1 = window
+    cb, cy, cx = arr.chunks[:3]
+    for ib in range(b0 // cb, -(-b1 // cb)):
+        for iy in range(y0 // cy, -(-y1 // cy)):
+            for ix in range(x0 // cx, -(-x1 // cx)):
+                key, _ = _chunk_file(array_path, arr, (ib, iy, ix, 0))
+                try:
+                    values = arr[ib * cb : (ib + 1) * cb, iy * cy : (iy + 1) * cy, ix * cx : (ix + 1) * cx, :]
+                except Exception as e:  # noqa: BLE001 - any decoding error names the chunk
+                    return _damaged(array_path, key, f"cannot be decoded ({type(e).__name__}: {e})")
+                if exc is None and not np.isfinite(values).all():
+                    return ValueError(f"{array_path}: chunk {key} holds NaN or inf (a chunk file that is not there "
+                                      f"reads as NaN; or the run diverged): the state cannot be advanced")
+    what = f"cannot be read ({type(exc).__name__}: {exc})" if exc is not None else "hold NaN or inf"
+    return ValueError(f"{array_path}: rows {y0}:{y1}, columns {x0}:{x1} {what}; the store is damaged")
 
 
 def _reduce_round(results, tiles):
@@ -401,51 +901,26 @@ def _reduce_round(results, tiles):
     return {"accuracy": accuracy, "digit_agreement": float(digit_agreement(votes.reshape(-1, 11)))}
 
 
-def _write(state, store, name, attrs, scheduler):
-    """Write ``state`` as array ``name``; it counts as complete only once its attributes say so."""
+def _initial_chunk(path, coords, origin, block):
     import zarr
 
+    return _put_chunk(zarr.open_array(path, mode="r+", config={"write_empty_chunks": True}), path, coords, origin,
+                      np.ascontiguousarray(block))
+
+
+def _write(state, store, name, record, scheduler):
+    """Write ``state`` as array ``name``, one task per chunk; it counts as complete only once sealed
+    with ``record`` and the chunks written. Returns the record."""
+    import dask
+
+    sizes = [c[0] for c in state.chunks]
+    for axis, c in enumerate(state.chunks[:3]):
+        if any(n != c[0] for n in c[:-1]) or c[-1] > c[0]:
+            raise ValueError(f"a store needs regular chunks (all of one size but the last): axis {axis} has {c}")
     path = os.path.join(store, name)
-    target = zarr.open_array(path, mode="w", shape=state.shape, chunks=tuple(c[0] for c in state.chunks),
-                             dtype=state.dtype, fill_value=0)
-    target.attrs.update({"complete": False})
-    state.store(target, lock=False, scheduler=scheduler)
-    target.attrs.update({**attrs, "complete": True, "chunks": [list(c) for c in state.chunks[:3]]})
-
-
-def _latest(store):
-    """(name, step) of the stored array with the highest complete step, or None."""
-    import zarr
-
-    best = None
-    for name in ("a", "b"):
-        path = os.path.join(store, name)
-        if not os.path.isdir(path):
-            continue
-        try:
-            attrs = dict(zarr.open_array(path, mode="r").attrs)
-        except Exception:
-            continue
-        if attrs.get("complete") and (best is None or attrs["step"] > best[1]):
-            best = (name, int(attrs["step"]))
-    return best
-
-
-def stored_shape(store):
-    """Shape (B, H, W, 20) of the stored run's state, or None when the folder holds no complete one."""
-    done = _latest(store)
-    if done is None:
-        return None
-    import zarr
-
-    return tuple(zarr.open_array(os.path.join(store, done[0]), mode="r").shape)
-
-
-def describe(store):
-    """The stored run's attributes (JSON text), for the CLI and humans."""
-    done = _latest(store)
-    if done is None:
-        return "{}"
-    import zarr
-
-    return json.dumps(dict(zarr.open_array(os.path.join(store, done[0]), mode="r").attrs))
+    target = _open_new(path, state.shape, tuple(sizes), state.dtype)
+    blocks = state.to_delayed()
+    tasks = [dask.delayed(_initial_chunk, pure=True)(path, coords, origin, blocks[coords])
+             for coords, origin in _grid(state.shape, sizes)]
+    written = dask.compute(*tasks, scheduler=scheduler)
+    return _seal(target, record, written)

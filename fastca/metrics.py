@@ -102,6 +102,7 @@ def picture_maps(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """(gray uint8 (B, H, W), class uint8 (B, H, W)) of a (B, H, W, 20) float32/float16 state, for
     pictures: gray as 0..255; class 0..9, 10 when undecided (all class channels negative or
     not finite), 255 on dead cells. One parallel pass."""
+    _check_kernel_state(state)
     gray = np.empty(state.shape[:-1], np.uint8)
     classes = np.empty(state.shape[:-1], np.uint8)
     with KERNEL_LOCK:
@@ -118,10 +119,41 @@ def _row_scratch(state):
 
 def label_map(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """Per-cell labels of a (B, H, W, 20) float32 or float16 state: int8 (B, H, W), -1 on dead cells."""
+    _check_kernel_state(state)
     out = np.empty(state.shape[:-1], np.int8)
     with KERNEL_LOCK:
         _label_map(kernel_view(state), np.float32(alive_threshold), out, _row_scratch(state))
     return out
+
+
+def _check_kernel_state(state):
+    """The kernels index a state as (B, H, W, 20) float32 or float16: refuse anything else before they run."""
+    if not isinstance(state, np.ndarray):
+        raise TypeError(f"state must be a NumPy array, got {type(state).__name__}")
+    if state.ndim != 4 or state.shape[-1] != spec.CHANNELS:
+        raise ValueError(f"state must be (B, H, W, {spec.CHANNELS}), got shape {state.shape}")
+    if state.dtype not in (np.float32, np.float16):
+        raise TypeError(f"state must be float32 or float16, got dtype {state.dtype}")
+
+
+def _check_targets(targets, shape):
+    """A target map the count kernel can index with the state's (b, y, x): integers of shape ``shape``."""
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be integers, got dtype {targets.dtype}")
+    if targets.shape != tuple(shape):
+        raise ValueError(f"targets must have the state's (B, H, W) {tuple(shape)}, got shape {targets.shape}")
+    return targets
+
+
+def _check_index(ptr, runs, shape):
+    """An alive index (kernels.cpu.alive_index) whose entries stay inside the state and its runs."""
+    n_b, n_h, n_w = shape[:3]
+    if not (isinstance(ptr, np.ndarray) and ptr.dtype == np.int64 and ptr.shape == (2, n_b * n_h + 1)
+            and isinstance(runs, np.ndarray) and runs.dtype == np.int32 and runs.ndim == 2 and runs.shape[1] == 2):
+        raise ValueError(f"index must be (ptr (2, {n_b * n_h + 1}) int64, runs (R, 2) int32) of this state")
+    if ptr.min() < 0 or ptr.max() > runs.shape[0] or (runs.size and (runs.min() < 0 or runs.max() > n_w)):
+        raise ValueError("index points outside the state or its runs: it is not this state's alive index")
 
 
 def prepare_targets(labels, batch, height, width, batched):
@@ -188,9 +220,13 @@ def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD, index=None):
     """
     # One block of counts per thread, each row padded to 16 and a spare row at the end, so no two
     # threads ever write the same cache line (false sharing made two threads slower than one).
+    _check_kernel_state(state)
+    targets = _check_targets(targets, state.shape[:3])
     threads = numba.config.NUMBA_NUM_THREADS
     partial = np.zeros((threads, state.shape[0] + 1, 16), np.int64)
     ptr, runs = index if index is not None else (np.zeros((2, 0), np.int64), np.zeros((0, 2), np.int32))
+    if index is not None:
+        _check_index(ptr, runs, state.shape)
     with KERNEL_LOCK:
         _count(kernel_view(state), np.float32(alive_threshold), targets, partial, _row_scratch(state), ptr, runs)
     return partial[:, :-1, :spec.N_COUNTS].sum(axis=0)

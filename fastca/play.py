@@ -24,14 +24,31 @@ Messages from the page are JSON objects with a ``type``:
 =================  ==========================================================================
 
 A malformed or oversized message gets an error frame (``{"type": "error", ...}``) and a log
-line; it never ends the session or the server.
+line; it never ends the session or the server. (Only a websocket message over
+``MAX_WS_MESSAGE`` (4 MiB), which the page never sends, closes the connection, with code 1009.)
+
+Any web page the user visits could try to drive a local server, so the server:
+
+* answers only requests whose ``Host`` names it (the loopback names, the ``host`` it was given,
+  and any IP address when bound to all interfaces): a DNS-rebinding page's Host is its own domain;
+* refuses, before the websocket upgrade, an ``Origin`` other than its own page's
+  (``http://`` + that Host, port included). Browsers always send Origin on a websocket; a
+  request without one comes from a program (curl, tests) that could send any header anyway;
+* runs at most ``max_sessions`` tabs and ``max_cells`` cells in all: the next tab gets a
+  ``{"type": "refused", "message": ...}`` frame (the page shows it) and is closed (code 1013),
+  and a ``size`` beyond the cell budget gets an error frame. Closing a tab frees its share.
 """
 
 import asyncio
+import concurrent.futures
+import ipaddress
 import json
 import logging
 import os
+import queue
 import struct
+import sys
+import threading
 import time
 import webbrowser
 from importlib import resources
@@ -46,7 +63,11 @@ log = logging.getLogger("fastca.play")
 
 MAGIC = b"FCA1"
 HEADER = struct.Struct("<4sIHHI")  # magic, step, height, width, flags (bit 0: paused)
-MAX_MESSAGE = 64 * 1024  #: bytes; longer messages are refused
+MAX_MESSAGE = 64 * 1024  #: bytes; longer messages are refused with an error frame
+MAX_WS_MESSAGE = 4 * 1024 * 1024  #: bytes; aiohttp closes the connection (1009) above this
+MAX_SESSIONS = 4  #: tabs served at once (default)
+MAX_CELLS = 2 * 1024 * 1024  #: cells of all the tabs' worlds together (default: two 1024x1024 worlds)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 MAX_POINTS = 2000
 SIZES = (28, 56, 128, 256, 512, 1024)
 DEAD = 255
@@ -188,14 +209,14 @@ class Session:
             from . import PRETRAINED
 
             name = msg.get("name")
-            if name not in PRETRAINED:
+            if not isinstance(name, str) or name not in PRETRAINED:
                 raise BadMessage(f"model must be one of {list(PRETRAINED)}, got {name!r}")
             self.model_name = name
             self.new_sim()
         elif kind == "preset":
             self.new_world(self.world.gray.shape[0], msg.get("name"))
         elif kind == "size":
-            self.new_world(_number(msg.get("size"), "size", 1, 4096), "digits")
+            self.new_world(world_size(msg.get("size")), "digits")
         else:
             raise BadMessage(f"unknown message type {kind!r}")
         return None
@@ -203,6 +224,14 @@ class Session:
     def frame(self):
         gray, label = frame_arrays(self.sim.view(), self.model.alive_threshold)
         return encode_frame(self.sim.t, gray, label, self.paused)
+
+
+def world_size(value):
+    """``value`` as a world side (one of SIZES); BadMessage for anything else."""
+    size = int(_number(value, "size", 1, 4096))
+    if size not in SIZES:
+        raise BadMessage(f"size must be one of {SIZES}, got {size}")
+    return size
 
 
 def _number(value, name, lo, hi):
@@ -237,19 +266,116 @@ def parse_message(raw):
     return msg
 
 
-class PlayServer:
-    """The aiohttp application: the page, its assets, and one websocket session per tab."""
+def _hostname(authority):
+    """The host name of a Host header or an origin's authority: '[::1]:8765' -> '::1', 'LocalHost:80' -> 'localhost'."""
+    name = authority.strip().lower()
+    if name.startswith("["):
+        return name[1 : name.find("]")] if "]" in name else ""
+    return name.rsplit(":", 1)[0]
 
-    def __init__(self, size=256, model="fastca-mnist", backend="auto"):
+
+def _is_ip(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def is_loopback(host):
+    """Whether ``host`` (a --host value) only listens on this machine."""
+    host = host.strip().strip("[]").lower()
+    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def warn_if_exposed(host, port):
+    """Say loudly (stderr and the log) that a server bound beyond loopback can be driven by anyone."""
+    if is_loopback(host):
+        return
+    text = (f"fastca play: WARNING: listening on {host or 'every address'}:{port}, not a loopback address: anyone "
+            f"who can reach this machine can open the page, draw and run simulations on its CPU/GPU and memory "
+            f"(there is no login). Use --host 127.0.0.1 unless that is what you want.")
+    print(text, file=sys.stderr, flush=True)
+    if log.hasHandlers():  # without handlers, logging's last resort would print it a second time
+        log.warning(text)
+
+
+class _Worker:
+    """A daemon thread running one session's blocking calls (world building, steps, frames) in order.
+
+    Daemon, unlike asyncio.to_thread's pool, so that Ctrl-C never waits at exit for a step or a
+    first Numba compile in flight (and a second Ctrl-C during that wait printed a traceback).
+    """
+
+    def __init__(self):
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="fastca-play-session").start()
+
+    def _serve(self):
+        while (job := self.jobs.get()) is not None:
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the awaiting coroutine
+                    future.set_exception(exc)
+
+    async def call(self, fn, *args):
+        future = concurrent.futures.Future()
+        self.jobs.put((future, fn, args))
+        return await asyncio.wrap_future(future)
+
+    def close(self):
+        self.jobs.put(None)
+
+
+class PlayServer:
+    """The aiohttp application: the page, its assets, and one websocket session per tab.
+
+    ``host`` is the address the server is bound to (it names the server in Host headers);
+    ``max_sessions`` and ``max_cells`` cap the tabs and the cells of their worlds together.
+    """
+
+    def __init__(self, size=256, model="fastca-mnist", backend="auto", host="127.0.0.1", max_sessions=MAX_SESSIONS,
+                 max_cells=MAX_CELLS):
         from aiohttp import web
 
+        if int(max_sessions) < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        if size * size > max_cells:
+            raise ValueError(f"max_cells must hold at least one {size}x{size} world ({size * size} cells), "
+                             f"got {max_cells}")
         self.size, self.model_name, self.backend = size, model, backend
-        self.sessions = set()
-        self.app = web.Application()
+        self.max_sessions, self.max_cells = int(max_sessions), int(max_cells)
+        self.hosts = {*LOOPBACK_NAMES, host.strip("[]").lower()} - {""}  # the names a Host header may give
+        self.any_ip = host.strip("[]") in ("", "0.0.0.0", "::")  # bound to every address: reached by any of its IPs
+        self.sessions = {}  # websocket -> cells of its world (reserved before the world is built)
+
+        @web.middleware
+        async def guard(request, handler):
+            reason = self.refusal(request.headers)
+            if reason:
+                log.warning("request refused: %s", reason)
+                return web.Response(status=403, text=f"fastca play: {reason}\n")
+            return await handler(request)
+
+        self.app = web.Application(middlewares=[guard])
         self.app.router.add_get("/", self.index)
         self.app.router.add_get("/play.js", self.script)
         self.app.router.add_get("/ws", self.websocket)
         self.app.on_shutdown.append(self._close_all)
+
+    def refusal(self, headers):
+        """Why a request is refused, or None: its Host must name this server (against DNS
+        rebinding) and its Origin, when there is one, must be this server's page."""
+        host = headers.get("Host", "")
+        name = _hostname(host)
+        if name not in self.hosts and not (self.any_ip and _is_ip(name)):
+            return f"Host {host!r} does not name this server"
+        origin = headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}".lower():
+            return f"Origin {origin!r} is not this server's page (cross-site requests are refused)"
+        return None
 
     def _asset(self, name):
         return resources.files("fastca").joinpath("assets", "play", name).read_bytes()
@@ -268,21 +394,53 @@ class PlayServer:
         for ws in list(self.sessions):
             await ws.close()
 
+    def _reserve(self, ws):
+        """Take a slot and the cells of a new tab's world; the reason when the server is full."""
+        if len(self.sessions) >= self.max_sessions:
+            return (f"the server already runs {len(self.sessions)} sessions (at most {self.max_sessions}, "
+                    f"fastca play --max-sessions): close another tab and reload")
+        cells = self.size * self.size
+        if sum(self.sessions.values()) + cells > self.max_cells:
+            return (f"a {self.size}x{self.size} world does not fit in the cells the other tabs leave (at most "
+                    f"{self.max_cells} in all, fastca play --max-cells): close another tab or make its world smaller")
+        self.sessions[ws] = cells
+        return None
+
+    def _resize(self, ws, size):
+        """Take the cells of a ``size`` world in place of the tab's current one, or BadMessage."""
+        others = sum(self.sessions.values()) - self.sessions[ws]
+        if others + size * size > self.max_cells:
+            raise BadMessage(f"a {size}x{size} world does not fit in the cells the other tabs leave "
+                             f"({self.max_cells - others} of {self.max_cells}, fastca play --max-cells)")
+        self.sessions[ws] = size * size
+
+    async def _refuse(self, ws, reason):
+        from aiohttp import WSCloseCode
+
+        log.warning("session refused: %s", reason)
+        await ws.send_json({"type": "refused", "message": reason})
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"refused")
+        return ws
+
     async def websocket(self, request):
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30, compress=False)  # local: CPU over bytes
+        # the cap on message size is generous so that an oversized message gets an error frame
+        # (parse_message) instead of closing the tab
+        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, heartbeat=30, compress=False)  # local: CPU over bytes
         await ws.prepare(request)
+        reason = self._reserve(ws)  # before any world is built: a refused tab costs nothing
+        if reason:
+            return await self._refuse(ws, reason)
+        worker = _Worker()
         try:
-            session = await asyncio.to_thread(Session, self.size, self.model_name, self.backend)
+            session = await worker.call(Session, self.size, self.model_name, self.backend)
         except Exception as exc:  # e.g. an unusable backend: tell the page, keep the server
-            log.warning("session refused: %s", exc)
-            await ws.send_json({"type": "error", "message": str(exc)})
-            await ws.close()
-            return ws
-        self.sessions.add(ws)
+            worker.close()
+            self.sessions.pop(ws, None)
+            return await self._refuse(ws, str(exc))
         log.info("session opened (%d open)", len(self.sessions))
-        state = {"acked": True, "closed": False, "frames": 0, "steps": 0, "t0": time.perf_counter()}
+        state = {"acked": True, "closed": False, "frames": 0, "steps": 0, "t0": time.perf_counter(), "worker": worker}
         loop_task = asyncio.create_task(self._run(ws, session, state))
         try:
             async for msg in ws:
@@ -299,7 +457,8 @@ class PlayServer:
                 await loop_task
             except (asyncio.CancelledError, Exception):
                 pass
-            self.sessions.discard(ws)
+            worker.close()
+            self.sessions.pop(ws, None)  # frees the tab's slot and cells
             del session  # the simulation goes with the tab
             log.info("session closed (%d open)", len(self.sessions))
         return ws
@@ -316,7 +475,12 @@ class PlayServer:
                 state["acked"] = True
                 return
             async with session.lock:
-                reply = await asyncio.to_thread(session.apply, msg)
+                if msg["type"] == "size":
+                    self._resize(ws, world_size(msg.get("size")))  # before the world is built
+                try:
+                    reply = await state["worker"].call(session.apply, msg)
+                finally:
+                    self.sessions[ws] = session.world.gray.size  # what the tab really holds
             if reply:
                 await ws.send_json(reply)
         except BadMessage as exc:
@@ -327,18 +491,19 @@ class PlayServer:
 
     async def _run(self, ws, session, state):
         """Step the world and send frames (only when the page has drawn the last one)."""
+        call = state["worker"].call
         while not state["closed"] and not ws.closed:
             t0 = time.perf_counter()
             async with session.lock:
                 steps = session.pending_steps if session.paused else session.steps_per_frame
                 session.pending_steps = 0
                 if steps:
-                    await asyncio.to_thread(session.sim.run, steps, progress=False)
+                    await call(lambda: session.sim.run(steps, progress=False))
                     state["steps"] += steps
                     session.dirty = True
                 frame = None
                 if state["acked"] and session.dirty:
-                    frame = await asyncio.to_thread(session.frame)
+                    frame = await call(session.frame)
                     session.dirty = False
             if frame is not None:
                 state["acked"] = False
@@ -353,21 +518,22 @@ class PlayServer:
             await asyncio.sleep(max(0.0, 1 / MAX_FPS - (time.perf_counter() - t0)))
 
 
-def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.0.1"):
+def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.0.1", **limits):
     """Run a server on a free port in a daemon thread (tests, benchmarks, notebooks).
 
-    Returns (url, stop): ``stop()`` closes the sessions and the port.
+    ``limits``: ``max_sessions``, ``max_cells`` (see PlayServer). Returns (url, stop):
+    ``stop()`` closes the sessions and the port.
     """
     import socket
-    import threading
 
     from aiohttp import web
 
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
+    warn_if_exposed(host, port)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(PlayServer(size=size, model=model, backend=backend).app)
+    runner = web.AppRunner(PlayServer(size=size, model=model, backend=backend, host=host, **limits).app)
     ready = threading.Event()
 
     def run():
@@ -387,19 +553,31 @@ def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
 
-    return f"http://{host}:{port}/", stop
+    netloc = f"[{host}]" if ":" in host else host
+    return f"http://{netloc}:{port}/", stop
 
 
-def serve(host="127.0.0.1", port=8765, size=256, model="fastca-mnist", backend="auto", open_browser=False):
-    """Run the server until Ctrl-C (a clean shutdown: sessions closed, port released)."""
-    from aiohttp import web
+def serve(host="127.0.0.1", port=8765, size=256, model="fastca-mnist", backend="auto", open_browser=False,
+          max_sessions=MAX_SESSIONS, max_cells=MAX_CELLS):
+    """Run the server until Ctrl-C: a clean shutdown (sessions closed, port released) and one
+    line, whenever Ctrl-C comes (also before the server is up, or a second time while it stops)."""
+    try:
+        from aiohttp import web
+        from aiohttp.web_runner import GracefulExit
 
-    server = PlayServer(size=size, model=model, backend=backend)
-    url = f"http://{host}:{port}/"
-    print(f"fastca play: {url}  (Ctrl-C to stop)", flush=True)
-    if open_browser:
-        webbrowser.open(url)
-    web.run_app(server.app, host=host, port=port, print=None, handle_signals=True)
+        server = PlayServer(size=size, model=model, backend=backend, host=host, max_sessions=max_sessions,
+                            max_cells=max_cells)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+        warn_if_exposed(host, port)
+        print(f"fastca play: {url}  (Ctrl-C to stop)", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        try:
+            web.run_app(server.app, host=host, port=port, print=None, handle_signals=True)
+        except GracefulExit:  # a second Ctrl-C while the server shuts down
+            pass
+    except KeyboardInterrupt:
+        pass
     print("fastca play: stopped", flush=True)
 
 

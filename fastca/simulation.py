@@ -58,7 +58,8 @@ class Simulation:
             raise TypeError(f"model must be NCAWeights (see fastca.pretrained()), got {type(model).__name__}")
         seed = _checks.check_seed(seed)
         fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
-        noise_std = _checks.check_noise(noise, model.noise_std)
+        dtype = _checks.check_storage(storage)
+        noise_std = _checks.check_noise(noise, model.noise_std, dtype)
         self.t = _checks.check_steps(start_step)
         if self.t >= MAX_STEP:
             raise ValueError(f"start_step must be below {MAX_STEP}, got {start_step}")
@@ -69,7 +70,6 @@ class Simulation:
         self.on_nonfinite = on_nonfinite
         self._warned = False
         self.info = backends.resolve(backend)
-        dtype = _checks.check_storage(storage)
         if storage not in self.info.storages:
             raise ValueError(f"storage={storage!r} is not supported by backend {self.info.name!r} "
                              f"(it supports {', '.join(self.info.storages)})")
@@ -108,7 +108,7 @@ class Simulation:
             raise ValueError(f"step index {self.t} + {steps} steps would pass {MAX_STEP} (the random keys' range)")
         handle = None
         if targets is not None:
-            handle = targets if isinstance(targets, _Targets) else self.targets(targets)
+            handle = self._handle(targets)
             buf = self._runner.new_counts(steps)
         n_b, n_h, n_w, _ = self.shape
         if progress is None:
@@ -145,7 +145,9 @@ class Simulation:
         if sample is None:
             return
         when = f"step {hi}" if lo == hi else f"steps {lo}..{hi}"
-        msg = (f"the state became non-finite (NaN or inf) at {when}, in sample {sample}: the model makes it "
+        cause = "the model makes it" if self.params.noise_std <= 1 else \
+            f"the model, or the noise (std {self.params.noise_std:g}), makes it"
+        msg = (f"the state became non-finite (NaN or inf) at {when}, in sample {sample}: {cause} "
                "grow without bound (such cells are counted as no class)")
         if self.on_nonfinite == "raise":
             raise FloatingPointError(msg + "; pass on_nonfinite='warn' to go on")
@@ -158,11 +160,26 @@ class Simulation:
     def targets(self, labels):
         """Prepare per-sample or per-cell target labels (as in :func:`fastca.simulate`) once, on the backend."""
         n_b, n_h, n_w, _ = self.shape
-        return _Targets(self._runner.prepare_targets(metrics.prepare_targets(labels, n_b, n_h, n_w, self.batched)))
+        prepared = self._runner.prepare_targets(metrics.prepare_targets(labels, n_b, n_h, n_w, self.batched))
+        return _Targets(prepared, self.backend, self.shape[:3])
+
+    def _handle(self, targets):
+        """A target handle this simulation's kernels can index: made for its backend and its (B, H, W)
+        (a handle from another simulation of another shape or batch would be read out of bounds)."""
+        if not isinstance(targets, _Targets):
+            return self.targets(targets)
+        data = targets.data
+        fits = (targets.backend == self.backend and targets.shape == self.shape[:3]
+                and tuple(getattr(data, "shape", ())) == self.shape[:3] and getattr(data, "dtype", None) == np.int16)
+        if not fits:
+            raise ValueError(f"targets were prepared for a {targets.backend} simulation of (B, H, W) {targets.shape}; "
+                             f"this one is {self.backend} {self.shape[:3]}: prepare them with this simulation's "
+                             ".targets(labels), or pass the labels")
+        return targets
 
     def counts(self, targets):
         """Per-sample counts (B, 13) int64 of the current state (layout ``spec.N_COUNTS``)."""
-        handle = targets if isinstance(targets, _Targets) else self.targets(targets)
+        handle = self._handle(targets)
         buf = self._runner.new_counts(1)
         self._runner.count(handle.data, buf, 0)
         return self._runner.counts_host(buf)[0]
@@ -287,23 +304,36 @@ class Simulation:
 
 
 class _Targets:
-    """A target map prepared on a simulation's backend (see :meth:`Simulation.targets`)."""
+    """A target map prepared on a simulation's backend (see :meth:`Simulation.targets`): the
+    backend's (B, H, W) int16 array, the backend's name and the (B, H, W) it was made for."""
 
-    def __init__(self, data):
+    def __init__(self, data, backend, shape):
         self.data = data
+        self.backend = backend
+        self.shape = tuple(shape)
 
 
 def stroke_mask(h, w, points, width):
-    """(h, w) bool map of a polyline through ``points`` ((n, 2) row, column) of the given width."""
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    """(h, w) bool map of a polyline through ``points`` ((n, 2) row, column) of the given width.
+
+    Each segment is tested only on the cells of its own box widened by half the width (no
+    cell outside it is within reach), so a stroke costs the area its segments cover, not
+    points x the area of the whole stroke.
+    """
     canvas = np.zeros((h, w), bool)
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     if len(pts) == 1:
         pts = np.vstack([pts, pts])
+    r = width / 2
     for (y0, x0), (y1, x1) in zip(pts[:-1], pts[1:]):
+        box = _box(min(y0, y1) - r, max(y0, y1) + r, min(x0, x1) - r, max(x0, x1) + r, h, w)
+        if box is None:
+            continue
+        ya, yb, xa, xb = box
+        yy, xx = np.mgrid[ya:yb, xa:xb].astype(np.float64)
         dy, dx = y1 - y0, x1 - x0
         t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-9), 0, 1)
-        canvas |= (yy - (y0 + t * dy)) ** 2 + (xx - (x0 + t * dx)) ** 2 <= (width / 2) ** 2
+        canvas[ya:yb, xa:xb] |= (yy - (y0 + t * dy)) ** 2 + (xx - (x0 + t * dx)) ** 2 <= r ** 2
     return canvas
 
 

@@ -17,22 +17,45 @@ backward and gradient normalisation) and replayed each iteration, because there 
 cost is kernel launches, not arithmetic; its masks and noise come from torch's default
 CUDA generator. A checkpoint moves between devices (``--resume --device cpu``); the
 continuation is then statistically, not bitwise, the same run.
+
+Safety: :func:`train` refuses to start a new run in a folder that holds one (``resume=True``
+continues it, ``overwrite=True`` replaces it), before any work. A checkpoint is written
+only when the losses since the last one are finite and the weights finite and at most
+:data:`MAX_WEIGHT` in magnitude, so a diverging run keeps the last sane checkpoint; it can be
+resumed with a lower learning rate (the only recipe change a resume accepts). Every field
+of a checkpoint is checked on loading (keys, types, dtypes, shapes against its config,
+finiteness, generator states), each failure a one-line ``ValueError`` naming the file and
+the field.
 """
 
 import dataclasses
+import logging
+import math
 import os
 import time
 
 import numpy as np
 import torch
 
-from . import spec
+from . import data, spec
+from ._checks import first_line
 from .simulate import initial_state
 from .torch_model import TorchNCA
-from .weights import NCAWeights
+from .weights import NCAWeights, require_safe_torch_load
 
 CHECKPOINT_FORMAT = "fastca-train-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  #: 2 records the training digits (``data``); 1 is still read
+#: the files of a training run in its folder (a new run refuses to overwrite them)
+RUN_FILES = ("checkpoint.pt", "model.npz")
+#: largest weight magnitude a checkpoint may hold. The published model's largest is 3.2, and Adam
+#: moves a weight by about the learning rate per iteration at most, so the default recipe cannot
+#: take one further than ~35 from its start (1e-3 x 30k + 1e-4 x 40k + 1e-5 x 30k); a weight
+#: beyond 1e3 means the run has diverged (the automaton's states overflow soon after).
+MAX_WEIGHT = 1e3
+#: options a resume may change freely (the rest is the recipe; only ``lr`` may go down)
+RUN_OPTIONS = ("iterations", "device", "sparse", "cuda_graph", "checkpoint_every")
+
+log = logging.getLogger("fastca.train")
 
 
 @dataclasses.dataclass
@@ -63,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"pool ({self.pool}) must be at least the batch ({self.batch})")
         if self.iterations < 0 or self.steps < 1 or self.checkpoint_every < 1:
             raise ValueError("iterations must be >= 0, steps and checkpoint_every >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.decay) and self.decay > 0):
+            raise ValueError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
         self.decay_at = tuple(int(x) for x in self.decay_at)
 
     @property
@@ -105,6 +130,7 @@ class Trainer:
         self.iteration = 0
         self.losses = []
         self._graph = None
+        self.data = data_record(self.images, self.labels)
 
     def _fresh(self, n):
         idx = self.np_rng.integers(0, len(self.images), n)
@@ -226,51 +252,99 @@ class Trainer:
 
             bar = tqdm(total=total, initial=self.iteration, desc="train", unit="it", mininterval=1.0)
         t0 = time.perf_counter()
-        while self.iteration < total:
-            loss = self.train_step()
-            if not np.isfinite(loss):
+        try:
+            while self.iteration < total:
+                loss = self.train_step()
+                if not np.isfinite(loss):
+                    raise FloatingPointError(self._diverged(f"loss {loss}", out_dir and os.path.join(out_dir,
+                                                                                                    "checkpoint.pt")))
                 if bar is not None:
-                    bar.close()
-                raise FloatingPointError(
-                    f"training diverged: loss {loss} at iteration {self.iteration} (lower --lr?); "
-                    + (f"the last good checkpoint in {out_dir} is kept" if out_dir else "nothing was saved"))
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}",
+                                    refresh=False)
+                    bar.update(1)
+                out_of_time = time_limit is not None and time.perf_counter() - t0 > time_limit
+                if out_dir and (self.iteration % self.config.checkpoint_every == 0 or self.iteration == total
+                                or out_of_time):
+                    self.save(os.path.join(out_dir, "checkpoint.pt"))
+                if out_of_time:
+                    break
+        finally:
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}", refresh=False)
-                bar.update(1)
-            out_of_time = time_limit is not None and time.perf_counter() - t0 > time_limit
-            if out_dir and (self.iteration % self.config.checkpoint_every == 0 or self.iteration == total
-                            or out_of_time):
-                self.save(os.path.join(out_dir, "checkpoint.pt"))
-            if out_of_time:
-                break
-        if bar is not None:
-            bar.close()
+                bar.close()
         return time.perf_counter() - t0
+
+    def _diverged(self, problem, path):
+        kept = (f"the last good checkpoint {path} is kept" if path and os.path.exists(path)
+                else "no checkpoint was saved")
+        return (f"training diverged: {problem} at iteration {self.iteration} (resume with a lower --lr, "
+                f"or start again with one); {kept}")
+
+    def divergence(self):
+        """Why the current state must not be checkpointed, or None: a non-finite loss since the
+        last checkpoint, a weight that is not finite or beyond :data:`MAX_WEIGHT`, a non-finite pool."""
+        recent = np.asarray(self.losses[-self.config.checkpoint_every:], dtype=np.float64)
+        if not np.all(np.isfinite(recent)):
+            return "a non-finite loss"
+        problem = _weights_problem(self.net.state_dict())
+        if problem:
+            return problem
+        if not bool(torch.isfinite(self.pool).all()):
+            return "a non-finite state in the pool"
+        return None
 
     def weights(self, name="fastca-trained"):
         """The current model as :class:`NCAWeights`."""
         return self.net.to_weights(name=name)
 
     def save(self, path):
-        """Write a checkpoint atomically (temp file + rename)."""
+        """Write a checkpoint atomically (temp file + rename); a diverged state (see :meth:`divergence`)
+        is not written: FloatingPointError, and the checkpoint already at ``path`` stays."""
+        problem = self.divergence()
+        if problem:
+            raise FloatingPointError(self._diverged(problem, path))
         ckpt = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": self.iteration,
             "config": dataclasses.asdict(self.config), "model": self.net.state_dict(),
             "optimizer": self.opt.state_dict(), "pool": self.pool.cpu(), "pool_labels": self.pool_labels.cpu(),
             "torch_rng": self.gen.get_state(), "numpy_rng": self.np_rng.bit_generator.state,
-            "losses": self.losses,
+            "losses": self.losses, "data": self.data,
         }
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
+        tmp = os.fspath(path) + ".tmp"
         torch.save(ckpt, tmp)
         os.replace(tmp, path)
 
     @classmethod
     def resume(cls, path, images, labels, **overrides):
-        """Rebuild a trainer from a checkpoint; ``overrides`` may change e.g. iterations or device."""
+        """Rebuild a trainer from a checkpoint.
+
+        ``overrides`` may change the run options (:data:`RUN_OPTIONS`: iterations, device, ...)
+        and lower the learning rate (the schedule then continues from the new base; logged);
+        any other change of the recipe is refused (ValueError), as is a higher learning rate.
+        """
         ckpt = load_checkpoint(path)
-        config = TrainConfig(**{**ckpt["config"], **overrides})
+        saved = TrainConfig(**ckpt["config"])
+        config = dataclasses.replace(saved, **overrides)
+        changed = [f.name for f in dataclasses.fields(TrainConfig)
+                   if f.name not in RUN_OPTIONS and getattr(config, f.name) != getattr(saved, f.name)]
+        if "lr" in changed and config.lr < saved.lr:
+            changed.remove("lr")
+            log.warning(f"{path}: learning rate lowered from {saved.lr:g} to {config.lr:g} on resume; the schedule "
+                        f"continues from the new base (now {lr_at(config, ckpt['iteration']):g} at iteration "
+                        f"{ckpt['iteration']}, x{config.decay:g} at {list(config.decay_at)})")
+        if changed:
+            raise ValueError(f"{path}: a resume continues the checkpoint's recipe and may only lower the learning "
+                             "rate; these differ: " + ", ".join(f"{n}={getattr(config, n)!r} (checkpoint: "
+                                                                 f"{getattr(saved, n)!r})" for n in changed))
         trainer = cls(images, labels, config)
+        if tuple(ckpt["pool"].shape[1:3]) != trainer.images.shape[1:]:
+            h, w = ckpt["pool"].shape[1:3]
+            raise ValueError(f"{path}: checkpoint entry 'pool' holds {h}x{w} states; the training digits are "
+                             f"{trainer.images.shape[1]}x{trainer.images.shape[2]}")
+        if "data" in ckpt and ckpt["data"] != trainer.data:  # checkpoints of version 1 did not record it
+            raise ValueError(f"{path}: the checkpoint was trained on {ckpt['data']['digits']} digits (sha256 "
+                             f"{ckpt['data']['sha256'][:12]}), these are {trainer.data['digits']} (sha256 "
+                             f"{trainer.data['sha256'][:12]}): resume with the same data (--data, --limit)")
         trainer.net.load_state_dict(ckpt["model"])
         trainer.opt.load_state_dict(ckpt["optimizer"])
         for group in trainer.opt.param_groups:  # plain Adam options wherever the checkpoint came from
@@ -279,7 +353,10 @@ class Trainer:
         trainer.pool_labels = ckpt["pool_labels"].to(trainer.device)
         state = ckpt["torch_rng"]
         if state.numel() == trainer.gen.get_state().numel():
-            trainer.gen.set_state(state)
+            try:
+                trainer.gen.set_state(state)
+            except RuntimeError as exc:
+                raise ValueError(f"{path}: checkpoint entry 'torch_rng' is not a generator state ({exc})") from None
         else:  # another device's generator: continue with a fresh stream, keyed by seed and iteration
             trainer.gen.manual_seed(config.seed * 1_000_003 + ckpt["iteration"])
         trainer.np_rng.bit_generator.state = ckpt["numpy_rng"]
@@ -295,13 +372,15 @@ _CHECKPOINT_TYPES = {"format": str, "version": int, "iteration": int, "config": 
 
 def load_checkpoint(path):
     """A checkpoint's contents, read safely and checked: ``torch.load(..., weights_only=True)``
-    takes plain containers, numbers, strings and tensors only, so a crafted file runs no code."""
+    takes plain containers, numbers, strings and tensors only, so a crafted file runs no code;
+    then every entry is checked (:func:`_check_checkpoint`)."""
+    require_safe_torch_load(torch)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable fastca checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path}: not a readable fastca checkpoint ({first_line(exc, 200)})") from None
     _check_checkpoint(path, ckpt)
     return ckpt
 
@@ -311,37 +390,235 @@ def checkpoint_config(path):
     return load_checkpoint(path)["config"]
 
 
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _weights_problem(state_dict):
+    """Why these model weights are not those of a sane run (non-finite, or beyond MAX_WEIGHT), or None."""
+    for name, t in state_dict.items():
+        biggest = float(t.detach().abs().max())
+        if not biggest <= MAX_WEIGHT:
+            return f"weight {name} reaches {biggest:.3g} in magnitude (the limit is {MAX_WEIGHT:g})"
+    return None
+
+
+_MODEL_SHAPES = {}
+
+
+def _model_shapes():
+    """Names and shapes of the model's state_dict, in parameter order."""
+    if not _MODEL_SHAPES:
+        net = TorchNCA.from_weights(NCAWeights.zeros_output())
+        _MODEL_SHAPES.update((k, tuple(v.shape)) for k, v in net.state_dict().items())
+    return _MODEL_SHAPES
+
+
+def _config_value_ok(kind, value):
+    if kind is int:
+        return _is_int(value)
+    if kind is float:
+        return _is_number(value)
+    if kind is tuple:
+        return isinstance(value, (tuple, list)) and all(_is_int(x) for x in value)
+    return isinstance(value, kind)  # str, bool, bool | None
+
+
+class _Refused(Exception):
+    """One entry of a checkpoint is wrong: (entry, what is wrong)."""
+
+
+def _tensor(t, dtype, shape, entry, what="", why=""):
+    """Check a tensor's type, dtype, shape (None: any size on that axis) and finiteness."""
+    what, why = what and what + " ", why and " " + why
+    if not isinstance(t, torch.Tensor):
+        raise _Refused(entry, f"{what}is a {type(t).__name__}, not a tensor")
+    if t.dtype != dtype or t.layout != torch.strided:
+        raise _Refused(entry, f"{what}is {t.dtype}, not {dtype}")
+    if t.dim() != len(shape) or any(n is not None and n != m for n, m in zip(shape, t.shape)):
+        expected = "x".join("?" if n is None else str(n) for n in shape)
+        raise _Refused(entry, f"{what}has shape {tuple(t.shape)}, not {expected}{why}")
+    if dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+        raise _Refused(entry, f"{what}holds NaN or inf")
+
+
+def _check_config(cfg):
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = set(cfg) - set(fields)
+    if unknown:
+        raise _Refused("config", f"has unknown fields {sorted(map(str, unknown))}")
+    for name, value in cfg.items():
+        if not _config_value_ok(fields[name].type, value):
+            kind = getattr(fields[name].type, "__name__", fields[name].type)
+            raise _Refused("config", f"field {name!r} is {value!r}, not a valid {kind}")
+    try:
+        return TrainConfig(**cfg)
+    except ValueError as exc:
+        raise _Refused("config", str(exc)) from None
+
+
+def _check_optimizer(opt, iteration):
+    bad = lambda why: _Refused("optimizer", why)  # noqa: E731
+    shapes = list(_model_shapes().values())
+    n = len(shapes)
+    if set(opt) != {"state", "param_groups"}:
+        raise bad(f"has entries {sorted(map(str, opt))}, not 'state' and 'param_groups'")
+    groups, state = opt["param_groups"], opt["state"]
+    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)):
+        raise bad("must hold one parameter group")
+    g = groups[0]
+    params = g.get("params")
+    if not (isinstance(params, list) and all(_is_int(i) for i in params) and params == list(range(n))):
+        raise bad(f"group 'params' is {params!r}, not {list(range(n))}")
+    if not (_is_number(g.get("lr")) and g["lr"] > 0):
+        raise bad(f"group 'lr' is {g.get('lr')!r}, not a number > 0")
+    betas = g.get("betas")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise bad(f"group 'betas' is {betas!r}, not two numbers in [0, 1)")
+    for key, low in (("eps", 0), ("weight_decay", 0)):
+        if not (_is_number(g.get(key)) and g[key] >= low):
+            raise bad(f"group {key!r} is {g.get(key)!r}, not a number >= {low}")
+    for key, value in g.items():  # Adam's flags (bool, or None for foreach/fused); nothing but plain values
+        if key in ("amsgrad", "maximize", "capturable", "differentiable", "decoupled_weight_decay", "foreach",
+                   "fused"):
+            ok = isinstance(value, bool) or (value is None and key in ("foreach", "fused"))
+        else:
+            ok = key in ("params", "lr", "betas", "eps", "weight_decay") or (
+                isinstance(key, str) and (value is None or isinstance(value, (bool, int, float, str))))
+        if not ok:
+            raise bad(f"group entry {key!r} is {value!r}")
+    if not isinstance(state, dict):
+        raise bad(f"'state' is a {type(state).__name__}, not a dict")
+    if set(state) != (set(range(n)) if iteration else set()):
+        raise bad(f"'state' is for parameters {sorted(map(str, state))}, not for all {n} (none before iteration 1)")
+    moments = {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if g.get("amsgrad") else set())
+    for i, s in state.items():
+        if not (isinstance(s, dict) and set(s) == moments | {"step"}):
+            raise bad(f"state {i} must hold {sorted(moments | {'step'})}")
+        step = s["step"]
+        if isinstance(step, torch.Tensor) and step.numel() == 1 and step.dtype.is_floating_point:
+            step = float(step)
+        if not (_is_number(step) and step == iteration):
+            raise bad(f"state {i} 'step' is {s['step']!r}, not the iteration {iteration}")
+        for key in sorted(moments):
+            _tensor(s[key], torch.float32, shapes[i], "optimizer", f"state {i} {key!r}")
+
+
 def _check_checkpoint(path, ckpt):
-    """Refuse anything but a fastca checkpoint with the expected keys and types, naming the file."""
+    """Refuse anything but a fastca checkpoint whose every entry has the key, type, dtype, shape
+    (against its config) and range a training run writes: a one-line ValueError naming the
+    file and the entry."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a fastca training checkpoint")
     for key, kind in _CHECKPOINT_TYPES.items():
-        if not isinstance(ckpt.get(key), kind):
-            raise ValueError(f"{path}: checkpoint entry {key!r} is missing or not a {kind.__name__}")
-    if ckpt["version"] > CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this fastca supports")
-    unknown = set(ckpt["config"]) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if not isinstance(ckpt.get(key), kind) or (kind is int and isinstance(ckpt[key], bool)):
+            article = "an" if kind.__name__[0] in "aeiou" else "a"
+            raise ValueError(f"{path}: checkpoint entry {key!r} is missing or not {article} {kind.__name__}")
+    record = ckpt.get("data", {"digits": 1, "sha256": "0" * 64})  # optional: written from version 2 on
+    if not (isinstance(record, dict) and set(record) == {"digits", "sha256"} and _is_int(record["digits"])
+            and record["digits"] >= 1 and isinstance(record["sha256"], str) and len(record["sha256"]) == 64):
+        raise ValueError(f"{path}: checkpoint entry 'data' is not a record of the training digits")
+    unknown = set(ckpt) - set(_CHECKPOINT_TYPES) - {"data"}
     if unknown:
-        raise ValueError(f"{path}: checkpoint config has unknown fields {sorted(unknown)}")
+        raise ValueError(f"{path}: unknown checkpoint entries {sorted(map(str, unknown))}")
+    try:
+        _check_entries(ckpt)
+    except _Refused as exc:
+        entry, why = exc.args
+        raise ValueError(f"{path}: checkpoint entry {entry!r} {why}") from None
 
 
-def train(images, labels, config=None, out_dir=None, resume=False, progress=True, time_limit=None, **kwargs):
+def _check_entries(ckpt):
+    if not 1 <= ckpt["version"] <= CHECKPOINT_VERSION:
+        raise _Refused("version", f"is {ckpt['version']}; this fastca reads versions 1 to {CHECKPOINT_VERSION}")
+    iteration, losses = ckpt["iteration"], ckpt["losses"]
+    if iteration < 0 or len(losses) != iteration:
+        raise _Refused("iteration", f"is {iteration}, but the checkpoint holds {len(losses)} losses")
+    if not all(_is_number(x) for x in losses):
+        raise _Refused("losses", "holds a value that is not a finite number")
+    cfg = _check_config(ckpt["config"])
+    model, shapes = ckpt["model"], _model_shapes()
+    if set(model) != set(shapes):
+        raise _Refused("model", f"has weights {sorted(map(str, model))}, not {sorted(shapes)}")
+    for name, shape in shapes.items():
+        _tensor(model[name], torch.float32, shape, "model", name)
+    problem = _weights_problem(model)
+    if problem:
+        raise _Refused("model", problem + ": a diverged run")
+    _check_optimizer(ckpt["optimizer"], iteration)
+    _tensor(ckpt["pool"], torch.float32, (cfg.pool, None, None, spec.CHANNELS), "pool",
+            why=f"(its config's pool is {cfg.pool})")
+    if min(ckpt["pool"].shape[1:3]) < 1:
+        raise _Refused("pool", f"has shape {tuple(ckpt['pool'].shape)}")
+    labels = ckpt["pool_labels"]
+    _tensor(labels, torch.int64, (cfg.pool,), "pool_labels", why=f"(its config's pool is {cfg.pool})")
+    if not bool(((labels >= 0) & (labels < spec.N_CLASSES)).all()):
+        raise _Refused("pool_labels", f"holds a label outside 0..{spec.N_CLASSES - 1}")
+    rng = ckpt["torch_rng"]
+    _tensor(rng, torch.uint8, (None,), "torch_rng")
+    cpu = torch.Generator()
+    if rng.numel() == cpu.get_state().numel():  # a CPU generator's state (a CUDA one is checked on resume)
+        try:
+            cpu.set_state(rng)
+        except RuntimeError as exc:
+            raise _Refused("torch_rng", f"is not a generator state ({exc})") from None
+    try:
+        np.random.PCG64().state = ckpt["numpy_rng"]
+    except Exception as exc:
+        raise _Refused("numpy_rng", f"is not a PCG64 state ({type(exc).__name__}: {exc})") from None
+
+
+def data_record(images, labels):
+    """What a checkpoint records of its training digits: their number and a SHA-256 of images and labels."""
+    return {"digits": int(len(images)), "sha256": data.digits_hash(images, labels)}
+
+
+def check_run_folder(out_dir, resume=False, overwrite=False):
+    """Checks made before any work: a new run must not overwrite another one in ``out_dir``
+    (FileExistsError, unless ``overwrite``); a resume needs its checkpoint."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other (--resume continues a run, --overwrite replaces it)")
+    if resume:
+        if not out_dir or not os.path.exists(os.path.join(out_dir, "checkpoint.pt")):
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}")
+    elif out_dir and not overwrite:
+        existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
+        if existing:
+            raise FileExistsError(f"{out_dir} already holds a training run ({', '.join(existing)}): continue it with "
+                                  "--resume (resume=True), or replace it with --overwrite (overwrite=True)")
+
+
+def train(images, labels, config=None, out_dir=None, resume=False, overwrite=False, progress=True, time_limit=None,
+          **kwargs):
     """Train a model; returns (NCAWeights, Trainer). ``kwargs`` set :class:`TrainConfig` fields.
 
-    With ``resume=True`` and a checkpoint in ``out_dir``, training continues from it
-    (with this config's iterations, device, sparse and graph options; the recipe, pool and
-    generators come from the checkpoint). ``time_limit`` (seconds) stops early with a
+    A new run refuses a folder that already holds one (``checkpoint.pt`` or ``model.npz``:
+    FileExistsError, before any work) unless ``overwrite=True``, which deletes them. With
+    ``resume=True`` and a checkpoint in ``out_dir``, training continues from it (with this
+    config's iterations, device, checkpoint interval, sparse and graph options, and the learning
+    rate given (``config`` or ``lr=``), which may not be higher than the checkpoint's; without one
+    the checkpoint's learning rate goes on; the rest of the recipe, the pool
+    and the generators come from the checkpoint). ``time_limit`` (seconds) stops early with a
     checkpoint. The final weights are written to ``out_dir/model.npz`` when ``out_dir`` is given.
     """
+    check_run_folder(out_dir, resume, overwrite)
+    lr_given = config is not None or "lr" in kwargs  # a default config's lr would silently change a resumed run's
     config = config or TrainConfig(**kwargs)
     ckpt = os.path.join(out_dir, "checkpoint.pt") if out_dir else None
     if resume:
-        if not ckpt or not os.path.exists(ckpt):
-            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}")
-        trainer = Trainer.resume(ckpt, images, labels, iterations=config.iterations, device=config.device,
-                                 sparse=config.sparse, cuda_graph=config.cuda_graph)
+        options = {name: getattr(config, name) for name in RUN_OPTIONS}
+        if lr_given:
+            options["lr"] = config.lr  # Trainer.resume accepts it only if it is not higher
+        trainer = Trainer.resume(ckpt, images, labels, **options)
     else:
         trainer = Trainer(images, labels, config)
+        for name in RUN_FILES if out_dir and overwrite else ():
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
     trainer.run(out_dir, progress=progress, time_limit=time_limit)
     weights = trainer.weights()
     if out_dir:

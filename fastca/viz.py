@@ -28,6 +28,18 @@ PALETTE = np.array(
 )
 UNDECIDED = 10
 BACKGROUND = 11
+GIF_MAX_SIDE = 65535  #: GIF stores widths and heights in 16 bits
+MP4_MAX_SIDE = 16384  #: the largest side libx264 encodes (H.264 through ffmpeg); MP4 sides are also even, >= 2
+
+
+def animation_size_error(ext, height, width):
+    """Why an animation of frames ``height`` x ``width`` (after enlarging) cannot be written as ``ext``
+    (".gif" or ".mp4"), or None when it can."""
+    if ext == ".gif" and not (1 <= height <= GIF_MAX_SIDE and 1 <= width <= GIF_MAX_SIDE):
+        return f"GIF frames are at most {GIF_MAX_SIDE} pixels a side, these would be {width}x{height}"
+    if ext == ".mp4" and not (2 <= height <= MP4_MAX_SIDE and 2 <= width <= MP4_MAX_SIDE):
+        return f"MP4 (H.264) frames are 2..{MP4_MAX_SIDE} pixels a side, these would be {width}x{height}"
+    return None
 
 
 def colorize(state, alive_threshold=spec.ALIVE_THRESHOLD):
@@ -94,9 +106,12 @@ class AnimationWriter:
 
     ``add(frame)``: an (H, W, 3) uint8 picture, every frame the same size, enlarged ``scale``
     times. The file appears under its name (atomically) when the writer closes without an
-    error; otherwise the partial file is removed. Use as a context manager, or call
-    :meth:`close` / :meth:`abort`. GIF frames are quantised to 256 colours each (Pillow's
-    encoder, one local palette per frame); MP4 is H.264 through ffmpeg, sides cropped to even.
+    error; otherwise, whatever failed (an encoder, the final rename onto a name that is a
+    folder), the partial file is removed. Use as a context manager, or call :meth:`close` /
+    :meth:`abort`. GIF frames are quantised to 256 colours each (Pillow's encoder, one local
+    palette per frame), at most GIF_MAX_SIDE pixels a side; MP4 is H.264 through ffmpeg, sides
+    cropped to even, at most MP4_MAX_SIDE (a larger first frame is a ValueError before any file
+    is opened, see :func:`animation_size_error`).
     """
 
     def __init__(self, path, fps=10, scale=1):
@@ -116,10 +131,18 @@ class AnimationWriter:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"a frame must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
+        if self._size is None:
+            error = animation_size_error(self.ext, frame.shape[0] * self.scale, frame.shape[1] * self.scale)
+            if error:
+                raise ValueError(f"cannot write {self.path}: {error}")
         frame = upscale(frame, self.scale)
         if self._size is None:
             self._size = frame.shape[:2]
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                self.abort()
+                raise
         elif frame.shape[:2] != self._size:
             raise ValueError(f"every frame must be {self._size}, got {frame.shape[:2]}")
         try:
@@ -157,14 +180,20 @@ class AnimationWriter:
             raise RuntimeError("MP4 output needs ffmpeg: pip install 'fastca[video]'")
 
     def close(self):
-        """Finish the file and move it under its name."""
+        """Finish the file and move it under its name (on failure, nothing is left behind)."""
         if self._out is None:
             raise ValueError("no frames to save")
-        if self.ext == ".gif":
-            self._out.write(b"\x3b")  # trailer
-        self._out.close()
-        self._out = None
-        os.replace(self.tmp, self.path)
+        try:
+            if self.ext == ".gif":
+                self._out.write(b"\x3b")  # trailer
+            self._out.close()
+            self._out = None
+            if self.ext == ".mp4" and not os.path.getsize(self.tmp):  # ffmpeg failed (its messages are above)
+                raise RuntimeError(f"ffmpeg wrote no video for {self.path}")
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self):
         """Drop the partial file."""
@@ -173,8 +202,7 @@ class AnimationWriter:
                 self._out.close()
         finally:
             self._out = None
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            _remove_file(self.tmp)
 
     def __enter__(self):
         return self
@@ -276,5 +304,10 @@ def _atomic(path, write):
         write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_file(tmp)
+
+
+def _remove_file(path):
+    """Remove ``path`` if it is a file (never a folder that happens to have its name)."""
+    if os.path.isfile(path) or os.path.islink(path):
+        os.remove(path)

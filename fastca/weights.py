@@ -1,16 +1,66 @@
 """Model weights in the canonical (reference) layout, with validation and ``.npz`` I/O."""
 
 import dataclasses
+import numbers
 import os
+import re
+import stat
 import zipfile
 
 import numpy as np
 
-from . import spec
+from . import _checks, spec
 
 FORMAT_VERSION = 1
 MODEL_KIND = "self-classifying-mnist"
 _MAX_MEMBER_BYTES = 1 << 20  #: the largest array (w1, 57,600 B as float32; 115 KB as float64) and its header fit easily
+_MAX_FILE_BYTES = 32 << 20  #: a weights file is under 300 KB; unknown members are allowed but never read
+_MAX_HEADER_BYTES = 10000  #: NumPy's own limit for an .npy header
+
+SAFE_TORCH = (2, 6)  #: first torch whose ``torch.load(weights_only=True)`` runs no code from the file
+
+
+def require_safe_torch_load(torch=None):
+    """Refuse a torch whose ``torch.load(..., weights_only=True)`` can be made to run code.
+
+    Before torch 2.6, a crafted file could run code through ``weights_only`` loading
+    (CVE-2025-32434), so call this before every ``torch.load`` of a file. ``torch``: the
+    module (default: imported here). Returns the module; raises RuntimeError naming the
+    version found when it is older than 2.6 (or its version cannot be read).
+    """
+    if torch is None:
+        import torch
+    version = str(getattr(torch, "__version__", ""))
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < SAFE_TORCH:
+        raise RuntimeError(
+            f"torch {version or '(unknown version)'} cannot load files safely: before 2.6, "
+            "torch.load(weights_only=True) can be made to run code from the file (CVE-2025-32434); "
+            "upgrade torch: pip install 'torch>=2.6'"
+        )
+    return torch
+
+
+def open_regular_file(path, max_bytes):
+    """Open ``path`` for binary reading when it is a regular file of at most ``max_bytes`` bytes.
+
+    A device (``/dev/zero``), pipe, socket or folder is refused before anything is read
+    (opened non-blocking, so a pipe without a writer cannot hang the call). Raises
+    FileNotFoundError, another OSError from opening, or ValueError naming the file.
+    """
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file (a device, pipe, socket or folder); refusing to read it")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{path}: {info.st_size} bytes, more than the {max_bytes} such a file can hold")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +105,14 @@ class NCAWeights:
                 raise ValueError(f"weight {key} contains NaN or inf (in float32)")
             arr.setflags(write=False)
             object.__setattr__(self, key, arr)
-        for key in ("fire_rate", "alive_threshold"):
-            value = float(getattr(self, key))
-            if not 0.0 <= value <= 1.0:
+        for key in ("fire_rate", "alive_threshold", "noise_std"):
+            value = _real(key, getattr(self, key))
+            if key != "noise_std" and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{key} must be in [0, 1], got {value}")
             object.__setattr__(self, key, value)
-        noise = float(self.noise_std)
-        if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise_std must be finite and >= 0, got {noise}")
-        object.__setattr__(self, "noise_std", noise)
+        _checks.check_noise_std("noise_std", self.noise_std)
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {type(self.name).__name__}")
 
     @classmethod
     def random(cls, seed=0, scale=0.1, **kwargs):
@@ -112,40 +161,106 @@ class NCAWeights:
 
     @classmethod
     def load(cls, path):
-        """Read a file written by :meth:`save`; raises ValueError for a truncated or foreign file."""
+        """Read a file written by :meth:`save`; raises ValueError (one line, naming the file) for a
+        truncated, foreign or malformed file, and for anything that is not a regular file.
+
+        Only the members the format knows are read, each after its ``.npy`` header was checked
+        (shape, dtype, size), so no declared size is ever allocated before it is checked.
+        """
         path = os.fspath(path)
-        known = ("format_version", "model_kind", "fire_rate", "alive_threshold", "noise_std", "name",
-                 *spec.WEIGHT_SHAPES)
         try:
-            if not zipfile.is_zipfile(path):
-                raise ValueError("not a zip archive (an .npy array or another file?)")
-            with np.load(path, allow_pickle=False) as z:
-                data = {}
-                for k in known:  # only the members the format knows, each within its size
-                    if k not in z.files:
-                        continue
-                    size = z.zip.getinfo(k + ".npy").file_size
-                    if size > _MAX_MEMBER_BYTES:
-                        raise ValueError(f"member {k!r} holds {size} bytes, more than the format's")
-                    data[k] = z[k]
+            with open_regular_file(path, _MAX_FILE_BYTES) as f:
+                data = _read_members(f)
         except FileNotFoundError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a readable fastca weights .npz ({exc})") from exc
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError, MemoryError) as exc:
+            msg = _checks.first_line(exc)
+            if msg.startswith(path + ": "):
+                raise ValueError(msg) from None
+            raise ValueError(f"{path}: not a readable fastca weights .npz ({msg})") from None
         missing = [k for k in ("format_version", "model_kind", *spec.WEIGHT_SHAPES) if k not in data]
         if missing:
             raise ValueError(f"{path}: not a fastca weights file, missing {', '.join(missing)}")
         if str(data["model_kind"]) != MODEL_KIND:
-            raise ValueError(f"{path}: model kind {str(data['model_kind'])!r}, expected {MODEL_KIND!r}")
-        if int(data["format_version"]) > FORMAT_VERSION:
+            raise ValueError(f"{path}: model kind {str(data['model_kind'])[:100]!r}, expected {MODEL_KIND!r}")
+        version = int(data["format_version"])
+        if version > FORMAT_VERSION:
             raise ValueError(
-                f"{path}: format version {int(data['format_version'])} is newer than this fastca "
-                f"understands ({FORMAT_VERSION}); upgrade fastca"
+                f"{path}: format version {version} is newer than this fastca understands ({FORMAT_VERSION}); "
+                "upgrade fastca"
             )
-        return cls(
-            **{k: data[k] for k in spec.WEIGHT_SHAPES},
-            fire_rate=float(data.get("fire_rate", spec.FIRE_RATE)),
-            alive_threshold=float(data.get("alive_threshold", spec.ALIVE_THRESHOLD)),
-            noise_std=float(data.get("noise_std", spec.NOISE_STD)),
-            name=str(data.get("name", os.path.basename(path))),
-        )
+        if version < 1:
+            raise ValueError(f"{path}: format version {version} is not a fastca weights format (1..{FORMAT_VERSION})")
+        scalars = {k: data[k][()].item() for k in ("fire_rate", "alive_threshold", "noise_std") if k in data}
+        try:
+            return cls(
+                **{k: data[k] for k in spec.WEIGHT_SHAPES},
+                **scalars,
+                name=str(data["name"]) if "name" in data else os.path.basename(path),
+            )
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+# What each member the format knows must be: (shape, dtype kinds). Strings are 0-d unicode arrays.
+_MEMBERS = {
+    "format_version": ((), "iu"),
+    "model_kind": ((), "U"),
+    "fire_rate": ((), "fiu"),
+    "alive_threshold": ((), "fiu"),
+    "noise_std": ((), "fiu"),
+    "name": ((), "U"),
+    **{k: (shape, "fiu") for k, shape in spec.WEIGHT_SHAPES.items()},
+}
+
+
+def _read_members(f):
+    """The known members of an open .npz file, each read after its header was checked; a dict of arrays."""
+    data = {}
+    with zipfile.ZipFile(f) as z:
+        names = set(z.namelist())
+        for key, (shape, kinds) in _MEMBERS.items():
+            if key + ".npy" not in names:
+                continue
+            info = z.getinfo(key + ".npy")
+            if info.file_size > _MAX_MEMBER_BYTES:
+                raise ValueError(f"member {key!r} holds {info.file_size} bytes, more than the format's")
+            with z.open(info) as member:
+                data[key] = _read_npy(member, key, shape, kinds)
+    return data
+
+
+def _read_npy(member, key, shape, kinds):
+    """One .npy member whose header must declare ``shape`` and a dtype of one of ``kinds``."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(member, max_header_size=_MAX_HEADER_BYTES)
+    elif version == (2, 0):
+        got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(member, max_header_size=_MAX_HEADER_BYTES)
+    else:
+        raise ValueError(f"member {key!r}: unsupported .npy version {version}")
+    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"member {key!r} has dtype {dtype}, expected {_KIND_NAMES[kinds]}")
+    if tuple(got_shape) != shape:
+        raise ValueError(f"member {key!r} has shape {tuple(got_shape)}, expected {shape}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > _MAX_MEMBER_BYTES:
+        raise ValueError(f"member {key!r} declares {nbytes} bytes, more than the format's")
+    raw = member.read(nbytes)
+    if len(raw) != nbytes:
+        raise ValueError(f"member {key!r} is truncated ({len(raw)} of {nbytes} bytes)")
+    if member.read(1):  # (reading to the member's end also checks its CRC)
+        raise ValueError(f"member {key!r} holds data after its array")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+_KIND_NAMES = {"iu": "an integer", "U": "a string", "fiu": "real numbers"}
+
+
+def _real(key, value):
+    """A model scalar as a float: a real number (Python, NumPy or a 0-d array), never a bool or a string."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{key} must be a real number, got {type(value).__name__}")
+    return float(value)

@@ -18,10 +18,19 @@ Events change the world between steps; a list of dicts (or a JSON file of one):
 ``center``, ``points`` and ``tile`` may be left out: they are then drawn at random
 from the run's seed (``"count": n`` repeats the event at n random places), so a run
 is reproducible from its seed and event list.
+
+An event's work is proportional to the cells it touches, not to the world: an erase
+visits the disk's bounding square, a stroke the cells near each of its segments (row by
+row), a replace its 28x28 tile; only ``replace_all`` visits the whole world. Before
+step 1, :func:`validate_events` adds these areas up (times the counts, plus a fixed
+cost per repeat, :func:`event_cost`) and refuses events that would visit more than
+``max(EVENT_WORK_FLOOR, world cells x steps)`` cells: events never cost much more
+than the run they are part of.
 """
 
 import dataclasses
 import json
+import math
 import os
 import sys
 
@@ -29,7 +38,8 @@ import numba
 import numpy as np
 
 from . import _checks, data, spec
-from .simulation import Simulation, stroke_mask
+from .simulation import Simulation
+from .weights import open_regular_file
 
 EVENT_TYPES = ("erase", "stroke", "replace", "replace_all")
 
@@ -130,6 +140,26 @@ def digit_metrics(labels, comp, n_comp, targets):
 
 
 MAX_EVENT_COUNT = 10_000  #: "count" above this is refused (each repeat edits the world)
+MAX_STROKE_POINTS = 10_000  #: points of one stroke
+MAX_EVENTS_FILE = 64 << 20  #: bytes of an events JSON file
+EVENT_WORK_FLOOR = 10**9  #: cells that events may always visit in total, however small the run
+EVENT_OVERHEAD = 4096  #: each repeat of an event is counted as this many cells on top of its area (its fixed cost)
+EDIT_BAND = 16  #: a stroke reaches the simulation as windows of at most this many rows
+
+
+def _read_events_file(path):
+    """The text of an events file: a regular file of at most MAX_EVENTS_FILE bytes of UTF-8."""
+    try:
+        with open_regular_file(path, MAX_EVENTS_FILE) as f:
+            data = f.read()
+    except ValueError as exc:  # a folder, device or pipe, or too large: refused before reading
+        raise ValueError(f"events: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"events: cannot read {path!r} ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"events: {path!r} is not UTF-8 text") from None
 
 
 def load_events(source):
@@ -138,16 +168,17 @@ def load_events(source):
     :func:`validate_events` checks them against a world (positions, tiles, steps).
     """
     if isinstance(source, (str, os.PathLike)):
-        text = str(source)
-        if os.path.exists(text):
-            with open(text, encoding="utf-8") as f:
-                text = f.read()
+        text = os.fspath(source)
+        if isinstance(source, os.PathLike) or os.path.lexists(text):
+            text = _read_events_file(text)
         elif not text.lstrip().startswith(("[", "{")):
             raise ValueError(f"events: no such file {text!r} (and not a JSON list either)")
         try:
             source = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"events: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise ValueError("events: JSON nested too deeply") from None
     if not isinstance(source, list):
         raise ValueError("events must be a list of objects")
     events = []
@@ -196,8 +227,9 @@ def validate_events(events, world, steps):
         elif ev["type"] == "stroke":
             if "points" in ev:
                 pts = ev["points"]
-                if not isinstance(pts, list) or not 1 <= len(pts) <= 10_000:
-                    raise ValueError(f"event {i} (stroke): 'points' must be a list of 1..10000 [row, column]")
+                if not isinstance(pts, list) or not 1 <= len(pts) <= MAX_STROKE_POINTS:
+                    raise ValueError(f"event {i} (stroke): 'points' must be a list of 1..{MAX_STROKE_POINTS} "
+                                     "[row, column]")
                 for p in pts:
                     _point(i, ev, "points", p, h, w)
             if "width" in ev:
@@ -209,19 +241,141 @@ def validate_events(events, world, steps):
                     or not (0 <= tile[0] < rows and 0 <= tile[1] < cols)):
                 raise ValueError(f"event {i} (replace): 'tile' must be [row, col] in the {rows}x{cols} tile grid, "
                                  f"got {tile!r}")
+    costs = [event_cost(ev, h, w) for ev in events]
+    total, limit = sum(costs), max(EVENT_WORK_FLOOR, h * w * steps)
+    if total > limit:
+        worst = max(range(len(events)), key=costs.__getitem__)
+        ev = events[worst]
+        raise ValueError(f"events would visit about {total:.3g} cells (the areas they touch times their counts), "
+                         f"more than this run allows ({limit:.3g}: the {h}x{w} world's cells x {steps} steps, at least "
+                         f"{EVENT_WORK_FLOOR:.0e}); the costliest is event {ev.get('index', worst)} ({ev['type']}, "
+                         f"count {ev.get('count', 1)}, about {costs[worst]:.3g} cells): use fewer or smaller events")
 
 
-def apply_event(sim, world, event, rng):
+def event_cost(event, h, w):
+    """About how many cells one event (all its repeats) visits in an h x w world, plus EVENT_OVERHEAD a
+    repeat: an erase its disk's bounding square, a stroke the cells near its segments and the windows
+    it sends (at most), a replace its tile, a replace_all the world. Events left to chance count at
+    their worst (a stroke across the world's diagonal). The event is expected to be valid
+    (:func:`validate_events`)."""
+    kind = event["type"]
+    if kind == "erase":
+        side = 2 * (math.floor(float(event.get("radius", 6))) + 1) + 1
+        each = 2 * min(side, h) * min(side, w)  # the square, and the window sent
+    elif kind == "stroke":
+        visited, windows = _stroke(event.get("points") or [[0, 0], [h - 1, w - 1]], float(event.get("width", 2)), h, w)
+        each = visited + sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows)
+    elif kind == "replace":
+        each = data.DIGIT * data.DIGIT
+    else:  # replace_all: a new world, its conversion and a mutation of the whole state (several visits a cell)
+        each = 4 * h * w
+    return int(event.get("count", 1)) * (int(each) + EVENT_OVERHEAD)
+
+
+@numba.njit(cache=True)
+def _stroke_rows(gray, h, w, pts, half, r2, row0, lo, hi, paint):
+    """The cells near a polyline ``pts`` (n, 2) float64, row by row: for each segment, the rows
+    within ``half`` + 1 of it and, in each row, the columns within ``half`` + 1 of the part of the
+    segment that is that close (a superset of the cells within ``half``, with a cell to spare), so
+    the work is proportional to the stroke's area, not the world's. Returns the number of these
+    candidate cells.
+
+    paint=True: each candidate cell of ``gray`` (h, w) uint8 within ``half`` of the segment becomes
+    255, by the predicate of :func:`fastca.simulation.stroke_mask` (the same float64 operations;
+    ``r2`` = half**2 as it computes it); lo/hi (rows from ``row0``) receive the first/last column
+    changed in each row. paint=False: nothing is evaluated, lo/hi receive each row's first/last
+    candidate column (what :func:`event_cost` charges before the run)."""
+    n = pts.shape[0]
+    m = half + 1.0
+    visited = 0
+    for s in range(max(n - 1, 1)):
+        ya, xa = pts[s, 0], pts[s, 1]
+        yb, xb = (pts[s + 1, 0], pts[s + 1, 1]) if n > 1 else (ya, xa)
+        dy, dx = yb - ya, xb - xa
+        den = max(dy * dy + dx * dx, 1e-9)
+        for y in range(max(0, math.floor(min(ya, yb) - m)), min(h - 1, math.ceil(max(ya, yb) + m)) + 1):
+            fy = float(y)
+            ta, tb = 0.0, 1.0
+            if dy != 0.0:  # the part of the segment within m rows of this one
+                ta, tb = (fy - m - ya) / dy, (fy + m - ya) / dy
+                if ta > tb:
+                    ta, tb = tb, ta
+                ta, tb = max(ta, 0.0), min(tb, 1.0)
+                if ta > tb:
+                    continue
+            xs, xe = xa + ta * dx, xa + tb * dx
+            if xs > xe:
+                xs, xe = xe, xs
+            x0, x1 = max(0, math.floor(xs - m)), min(w - 1, math.ceil(xe + m))
+            if x0 > x1:
+                continue
+            visited += x1 - x0 + 1
+            r = y - row0
+            if not paint:
+                lo[r] = min(lo[r], x0)
+                hi[r] = max(hi[r], x1)
+                continue
+            for x in range(x0, x1 + 1):
+                fx = float(x)
+                t = ((fy - ya) * dy + (fx - xa) * dx) / den
+                if t < 0.0:
+                    t = 0.0
+                elif t > 1.0:
+                    t = 1.0
+                ey = fy - (ya + t * dy)
+                ex = fx - (xa + t * dx)
+                if ey * ey + ex * ex <= r2 and gray[y, x] != 255:
+                    gray[y, x] = 255
+                    lo[r] = min(lo[r], x)
+                    hi[r] = max(hi[r], x)
+    return visited
+
+
+def _stroke(points, width, h, w, gray=None):
+    """(cells visited, windows) of a stroke: with ``gray``, drawn into it (see :func:`stroke_into`);
+    without, the candidate cells and the windows that could at most be sent (for :func:`event_cost`)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    half = width / 2
+    row0 = max(0, math.floor(pts[:, 0].min() - half - 1))
+    row1 = min(h, math.ceil(pts[:, 0].max() + half + 1) + 1)
+    if row0 >= row1:
+        return 0, []
+    lo = np.full(row1 - row0, w, np.int64)
+    hi = np.full(row1 - row0, -1, np.int64)
+    canvas = gray if gray is not None else np.zeros((1, 1), np.uint8)
+    visited = _stroke_rows(canvas, h, w, pts, half, (width / 2) ** 2, row0, lo, hi, gray is not None)
+    rows = np.flatnonzero(hi >= 0)
+    windows = []
+    for band in np.split(rows, np.flatnonzero(np.diff(rows // EDIT_BAND)) + 1) if len(rows) else ():
+        windows.append((row0 + int(band[0]), row0 + int(band[-1]) + 1, int(lo[band].min()), int(hi[band].max()) + 1))
+    return int(visited), windows
+
+
+def stroke_into(gray, points, width):
+    """Draw a white stroke into ``gray`` (H, W) uint8, in place: the cells within width/2 of the
+    polyline ``points`` ((n, 2) row, column) become 255, exactly as
+    ``gray = max(gray, 255 * stroke_mask(H, W, points, width))``, visiting only the cells near its
+    segments. Returns (cells evaluated, windows): the bounding boxes (y0, y1, x0, x1) of the changed
+    cells, one per band of at most EDIT_BAND rows."""
+    return _stroke(points, width, *gray.shape, gray=gray)
+
+
+def apply_event(sim, world, event, rng, *, in_place=False):
     """Apply one event to a running :class:`fastca.Simulation` of ``world`` (in place, on its
     backend); returns the resolved events (random choices filled in).
 
-    The new gray is computed on the host world and only the changed window is sent to the
-    simulation (``Simulation.edit("set")``: the article's mutation on that window).
+    The new gray is computed on the host world and only the changed windows are sent to the
+    simulation (``Simulation.edit("set")``: the article's mutation on that window). Each repeat
+    visits only the cells it touches (see the module's docstring). ``world.gray`` is replaced by an
+    edited copy, or edited in place with ``in_place=True`` (what :func:`run_world` does with its
+    own copy: no whole-world copy per event).
     """
     h, w = world.gray.shape
     kind = event["type"]
     resolved = []
     count = int(event.get("count", 1))
+    if not in_place and kind != "replace_all":
+        world.gray = world.gray.copy()
     for _ in range(count):
         ev = {k: v for k, v in event.items() if k != "index"}
         ev["count"] = 1
@@ -232,7 +386,8 @@ def apply_event(sim, world, event, rng):
             world.gray, world.targets, world.index = gray, targets, pick
             resolved.append(ev)
             continue
-        gray = world.gray.copy()
+        gray = world.gray
+        windows = []
         if kind == "replace":
             row, col = ev.get("tile") or (int(rng.integers(world.index.shape[0])), int(rng.integers(world.index.shape[1])))
             if not (0 <= row < world.index.shape[0] and 0 <= col < world.index.shape[1]):
@@ -240,27 +395,41 @@ def apply_event(sim, world, event, rng):
             new = int(rng.integers(len(world.images)))
             ev["tile"], ev["image"] = [int(row), int(col)], new
             ys, xs = slice(row * data.DIGIT, (row + 1) * data.DIGIT), slice(col * data.DIGIT, (col + 1) * data.DIGIT)
-            gray[ys, xs] = world.images[new][: gray[ys, xs].shape[0], : gray[ys, xs].shape[1]]
+            old = gray[ys, xs].copy()
+            gray[ys, xs] = world.images[new][: old.shape[0], : old.shape[1]]
+            windows = [_changed_box(gray[ys, xs] != old, ys.start, xs.start)]
             world.targets[ys, xs] = world.labels[new]
             world.index[row, col] = new
         elif kind == "erase":
             cy, cx = ev.get("center") or (int(rng.integers(h)), int(rng.integers(w)))
             radius = float(ev.get("radius", 6))
             ev["center"], ev["radius"] = [int(cy), int(cx)], radius
-            yy, xx = np.ogrid[:h, :w]
-            gray[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 0
+            k = math.floor(radius) + 1  # the disk's bounding square, with a cell to spare
+            y0, y1, x0, x1 = max(0, cy - k), min(h, cy + k + 1), max(0, cx - k), min(w, cx + k + 1)
+            yy, xx = np.ogrid[y0:y1, x0:x1]
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+            window = gray[y0:y1, x0:x1]
+            windows = [_changed_box(disk & (window != 0), y0, x0)]
+            window[disk] = 0
         else:  # stroke
             pts = ev.get("points") or rng.integers(0, [h, w], (2, 2)).tolist()
             width = float(ev.get("width", 2))
             ev["points"], ev["width"] = [[int(p[0]), int(p[1])] for p in pts], width
-            gray = np.maximum(gray, np.where(stroke_mask(h, w, ev["points"], width), 255, 0).astype(np.uint8))
-        changed = np.nonzero(gray != world.gray)
-        if len(changed[0]):
-            y0, y1, x0, x1 = changed[0].min(), changed[0].max() + 1, changed[1].min(), changed[1].max() + 1
-            sim.edit("set", gray=gray[y0:y1, x0:x1], at=(int(y0), int(x0)))
-        world.gray = gray
+            windows = stroke_into(gray, ev["points"], width)[1]
+        for box in windows:
+            if box is not None:
+                y0, y1, x0, x1 = box
+                sim.edit("set", gray=gray[y0:y1, x0:x1], at=(y0, x0))
         resolved.append(ev)
     return resolved
+
+
+def _changed_box(changed, y0, x0):
+    """Bounding box (y0, y1, x0, x1) of the True cells of a window at (y0, x0), or None."""
+    ys, xs = np.nonzero(changed)
+    if not len(ys):
+        return None
+    return y0 + int(ys.min()), y0 + int(ys.max()) + 1, x0 + int(xs.min()), x0 + int(xs.max()) + 1
 
 
 def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_every=5, progress=None,
@@ -285,7 +454,8 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     events = load_events(list(events)) if not isinstance(events, (str, os.PathLike)) else load_events(events)
     validate_events(events, world, steps)
     rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
-    world = dataclasses.replace(world, targets=world.targets.copy(), index=world.index.copy())
+    # the run's own copy, edited in place by the events (the caller's world is left as it was)
+    world = dataclasses.replace(world, gray=world.gray.copy(), targets=world.targets.copy(), index=world.index.copy())
     sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads)
     frames, frame_steps = [], []
 
@@ -300,42 +470,49 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     take(0)
     acc = np.full(steps, np.nan)
     agr = np.full(steps, np.nan)
-    history = []  # per step: agree-on-own-digit flags of the components
+    # steps to consensus without a per-step history (memory does not grow with the steps): per
+    # component, the last step (0-based) at which it did not agree on its own digit (-1: none), and
+    # whether it agreed at the last step
     applied = []
     comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
+    last_bad, last_ok = np.full(n_comp, -1), np.zeros(n_comp, bool)
     bar = None
     if progress or (progress is None and world.gray.size * steps > 2e8 and sys.stderr.isatty()):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"fastca[{sim.backend}]", unit="step")
-    for ev in [e for e in events if e["step"] == 0]:
-        applied += apply_event(sim, world, ev, rng)
+    first = [e for e in events if e["step"] == 0]
+    for ev in first:
+        applied += apply_event(sim, world, ev, rng, in_place=True)
+    if first:  # components once per step with events, not once per event
         comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
+        last_bad, last_ok = np.full(n_comp, -1), np.zeros(n_comp, bool)
     for t in range(1, steps + 1):
         sim.run(1, progress=False)
         digit, cells, correct, agree = digit_metrics(sim.labels(), comp, n_comp, world.targets)
         scored = digit >= 0
         acc[t - 1] = 100.0 * correct[scored].sum() / cells[scored].sum() if scored.any() else float("nan")
         agr[t - 1] = 100.0 * agree.mean() if n_comp else float("nan")
-        history.append(agree & (correct == cells))
+        last_ok = agree & (correct == cells)
+        last_bad[~last_ok] = t - 1
         if t % frame_every == 0 or t == steps:
             take(t)
         if bar is not None:
             bar.update(1)
-        for ev in [e for e in events if e["step"] == t and t < steps]:
-            applied += apply_event(sim, world, ev, rng)
+        now = [e for e in events if e["step"] == t and t < steps]
+        for ev in now:
+            applied += apply_event(sim, world, ev, rng, in_place=True)
+        if now:  # components changed: restart every clock (as if no step so far agreed)
             comp, n_comp = components(data.alive_mask(world.gray, model.alive_threshold))
-            history = [np.zeros(n_comp, bool) for _ in history]  # components changed: restart the clock
+            last_bad, last_ok = np.full(n_comp, t - 1), np.zeros(n_comp, bool)
     if bar is not None:
         bar.close()
     digit, cells, correct, agree = digit_metrics(sim.labels(), comp, n_comp, world.targets)
-    hist = np.array(history) if history else np.zeros((0, n_comp), bool)
     digits = []
     for k in range(n_comp):
         settled = None
-        if len(hist) and hist[-1, k]:
-            not_ok = np.nonzero(~hist[:, k])[0]
-            settled = int(not_ok[-1] + 2) if len(not_ok) else 1
+        if steps and last_ok[k]:
+            settled = int(last_bad[k] + 2) if last_bad[k] >= 0 else 1
         digits.append(dict(component=k + 1, digit=int(digit[k]) if digit[k] >= 0 else None, cells=int(cells[k]),
                            accuracy=100.0 * correct[k] / max(cells[k], 1) if digit[k] >= 0 else None,
                            agreement=bool(agree[k]), steps_to_consensus=settled))

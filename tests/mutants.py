@@ -192,6 +192,12 @@ RUNNER = (
 
 def run_tests(dst, tests, cuda, cache):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
+    # the copy does not sit beside ../shared: point its tests at the one this repository sees
+    shared = Path(os.environ.get("FASTCA_SHARED", ROOT.parent / "shared"))
+    if shared.is_dir():
+        env.setdefault("FASTCA_SHARED", str(shared.resolve()))
+        if (shared / "data" / "mnist").is_dir():
+            env.setdefault("FASTCA_MNIST_DIR", str((shared / "data" / "mnist").resolve()))
     if cuda:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     args = ["-x", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-o", "addopts="] + tests

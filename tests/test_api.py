@@ -118,3 +118,29 @@ def test_progress_bar_and_callback(model, digits, capsys):
 
 def test_available_backends():
     assert set(fastca.available_backends()) >= {"numba-cpu", "torch"}
+
+
+def _stroke_whole_canvas(h, w, points, width):
+    """The stroke predicate evaluated on every cell of the canvas (what stroke_mask must equal)."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    canvas = np.zeros((h, w), bool)
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    pts = np.vstack([pts, pts]) if len(pts) == 1 else pts
+    for (y0, x0), (y1, x1) in zip(pts[:-1], pts[1:]):
+        dy, dx = y1 - y0, x1 - x0
+        t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-9), 0, 1)
+        canvas |= (yy - (y0 + t * dy)) ** 2 + (xx - (x0 + t * dx)) ** 2 <= (width / 2) ** 2
+    return canvas
+
+
+def test_stroke_mask_visits_only_each_segments_box_and_equals_the_whole_canvas_predicate():
+    from fastca.simulation import stroke_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        pts = rng.uniform(-6, 36, (int(rng.integers(1, 5)), 2))
+        pts = np.round(pts) if rng.random() < 0.3 else pts  # integer points put cells exactly at the edge
+        width = float(rng.choice([0.5, 1, 2, 3, 4.5, 8]))
+        np.testing.assert_array_equal(stroke_mask(h, w, pts, width), _stroke_whole_canvas(h, w, pts, width),
+                                      err_msg=f"{h}x{w} {pts.tolist()} width {width}")

@@ -2,18 +2,26 @@
 frame count and size; bad input exits non-zero with one line and leaves no output file."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
 
+import fastca
+
+# the commands run the fastca this process imports (also from another folder, or a mutated copy)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(fastca.__file__).resolve().parents[1])]
+                                                   + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fastca", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd, env=ENV)
 
 
 def frames_of(path):
@@ -37,9 +45,12 @@ def test_demo_writes_animation_picture_and_metrics(tmp_path):
 
 
 def test_simulate_mnist_index(tmp_path):
-    p = run("simulate", "--mnist-index", 3, "--steps", 4, "--frame-every", 4, "--scale", 1, "--out", tmp_path)
+    p = run("simulate", "--mnist-index", 3, "--steps", 4, "--frame-every", 4, "--scale", 1, "--fps", 100,
+            "--out", tmp_path)
     assert p.returncode == 0, p.stderr
     assert frames_of(tmp_path / "animation.gif").shape[:3] == (2, 28, 28)
+    with Image.open(tmp_path / "animation.gif") as im:
+        assert im.info["duration"] == 10  # 100 fps, GIF's finest delay
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["input"].startswith("MNIST test digit 3") and len(m["digit_agreement"]) == 4
 
@@ -95,6 +106,18 @@ def test_simulate_image_any_size(tmp_path):
          "not before the end of the run"),
         (None, ["--world", "30", "30", "--events", "events.json"], "no such file 'events.json'"),
         (None, ["--world", "20000", "20000", "--scale", "1000"], "this run needs about"),
+        (None, ["--mnist-index", "0", "--scale", "100000"], "this run needs about"),  # 28x28 cells, 21 TiB of frames
+        (lambda d: Image.fromarray(np.full((9, 9), 200, np.uint8)).save(d / "i.png"), ["--image", "i.png", "--scale",
+                                                                                         "100000"], "this run needs about"),
+        (None, ["--world", "1", "16384", "--scale", "4"], "GIF frames are at most 65535 pixels a side"),
+        (None, ["--world", "30", "30", "--events", "."], "events: .: not a regular file"),
+        (None, ["--mnist-index", "0", "--seed", "-1"], "--seed must be an integer in 0..2**64-1, got -1"),
+        (None, ["--mnist-index", "0", "--seed", str(2**64)], "--seed must be"),
+        (None, ["--mnist-index", "0", "--fps", "101"], "--fps must be in 1..100"),
+        (None, ["--world", "1000", "1000", "--steps", "2", "--events",
+                '[{"type": "replace_all", "step": 0, "count": 10000}]'], "events would visit about 4e+10 cells"),
+        (None, ["--world", "30", "30", "--events", '[{"type": "stroke", "step": 0, "points": [[0, 0]], "width": 31}]'],
+         "'width' must be a number in [0, 30]"),
     ],
 )
 def test_simulate_bad_input(tmp_path, make, args, fragment):
@@ -156,3 +179,116 @@ def test_memory_estimate_refuses_with_the_numbers(monkeypatch):
     with pytest.raises(cli.CLIError, match=r"needs about .* GiB .* but 8.0 GiB are available"):
         cli._check_memory(20000, 20000, 1)
     cli._check_memory(280, 280, 2)  # a small world fits
+    with pytest.raises(cli.CLIError, match=r"needs about .* frames of 2243 MiB at --scale 1000"):
+        cli._check_memory(28, 28, 1000)  # the enlarged frames count
+    with pytest.raises(cli.CLIError, match="needs about"):
+        cli._check_memory(28, 28, 1, steps=10**9)  # and the per-step curves
+    need = 1000 * 1000 * cli.MEMORY_PER_CELL + cli.MEMORY_FRAMES * 3 * 1000 * 1000 * 4 + 10 * cli.MEMORY_PER_STEP
+    monkeypatch.setattr(cli, "_available_memory", lambda: need * 1.25 + 1)
+    cli._check_memory(1000, 1000, 2, 10)  # fits in 80% of what is available
+    monkeypatch.setattr(cli, "_available_memory", lambda: need * 1.25 - 8)
+    with pytest.raises(cli.CLIError, match="needs about"):
+        cli._check_memory(1000, 1000, 2, 10)
+
+
+def test_images_scale_by_their_own_depth(tmp_path):
+    """A 16-bit PNG and float TIFFs give the 8-bit picture's cells (no clipping to 0/255, no dark
+    float image); light backgrounds are still inverted."""
+    from fastca import cli, data
+
+    digit = data.sample_digits()[0][0]
+    Image.fromarray(digit).save(tmp_path / "d8.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "d16.png")
+    Image.fromarray((65535 - digit.astype(np.uint16) * 257).astype(np.uint16)).save(tmp_path / "light16.png")
+    Image.fromarray(digit.astype(np.float32) / 255).save(tmp_path / "unit.tif")  # in [0, 1]: as it is
+    Image.fromarray(digit.astype(np.float32) * 4 - 100).save(tmp_path / "range.tif")  # stretched from its range
+    Image.fromarray(digit.astype(np.float32) / 127.5 - 1).save(tmp_path / "signed.tif")  # [-1, 1]: stretched too
+    Image.fromarray(digit.astype(np.int32) * 257, mode="I").save(tmp_path / "d32.tif")  # 32-bit ints of 16-bit levels
+    modes = {name: Image.open(tmp_path / name).mode for name in ("d16.png", "unit.tif", "d32.tif")}
+    assert modes == {"d16.png": "I;16", "unit.tif": "F", "d32.tif": "I"}
+    eight = cli._load_image(str(tmp_path / "d8.png"))
+    assert data.alive_mask(eight).sum() == 105
+    for name in ("d16.png", "light16.png", "unit.tif", "range.tif", "signed.tif", "d32.tif"):
+        np.testing.assert_array_equal(cli._load_image(str(tmp_path / name)), eight, err_msg=name)
+    nan = digit.astype(np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(cli.CLIError, match="NaN or infinite"):
+        cli._load_image(str(tmp_path / "nan.tif"))
+    p = run("simulate", "--image", tmp_path / "d16.png", "--label", 7, "--steps", 1, "--scale", 1, "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    assert sum(d["cells"] for d in json.loads((tmp_path / "o" / "metrics.json").read_text())["digits"]) == 105
+
+
+@pytest.mark.parametrize("name", ["animation.gif", "metrics.json", "final.png.partial.png"])
+def test_output_name_taken_by_a_folder_fails_before_the_work(tmp_path, name):
+    (tmp_path / "o" / name).mkdir(parents=True)
+    p = run("simulate", "--mnist-index", 0, "--steps", 2, "--out", tmp_path / "o")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "exists as a folder" in lines[0], p.stderr
+    assert p.stdout == ""  # refused before the banner
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == [name]  # no partial file, nothing written
+
+
+def test_numbers_are_checked_before_any_output(tmp_path):
+    from helpers import MNIST_DIR
+
+    data = ["--data", MNIST_DIR] if (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists() else []  # else refused anyway
+    for args in (["demo", "--seed", "-1"], ["simulate", "--mnist-index", "0", "--seed", "-1"],
+                 ["simulate", "--mnist-index", "0", "--seed", str(2**64)], ["eval", "--seed", "-1"],
+                 ["eval", "--digits", "1", "--storage", "float64", *data],
+                 ["demo", "--rows", "1", "--cols", "1", "--fps", "0"]):
+        p = run(*args, "--out", "o", cwd=tmp_path)
+        assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+        assert not (tmp_path / "o").exists()
+
+
+def test_mp4_beyond_h264_sizes_is_left_out_with_a_note(tmp_path):
+    from fastca import viz
+
+    p = run("simulate", "--world", 1, 5, "--steps", 2, "--scale", 1, "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert frames_of(tmp_path / "animation.gif").shape[1:3] == (1, 5)
+    assert not (tmp_path / "animation.mp4").exists()
+    if viz.ffmpeg_available():
+        assert "no animation.mp4: MP4 (H.264) frames are 2..16384 pixels a side" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--mnist-index", "0", "--scale", "100000"], "this run needs about"),
+        (["--image", "i.png", "--scale", "100000"], "this run needs about"),
+        (["--world", "2", "16384", "--scale", "4"], "GIF frames are at most 65535 pixels a side"),
+        (["--world", "1000", "1000", "--steps", "2", "--events", '[{"type": "replace_all", "step": 0, "count": 10000}]'],
+         "events would visit about"),
+        (["--mnist-index", "0", "--out", "/proc"], "cannot write to the output folder '/proc'"),
+    ],
+    ids=["memory-mnist", "memory-image", "gif-size", "event-cost", "out-not-writable"],
+)
+def test_refused_before_the_work(tmp_path, args, fragment):
+    """Refusals that depend on the run's size or its folder come before the banner and any file."""
+    Image.fromarray(np.full((9, 9), 200, np.uint8)).save(tmp_path / "i.png")
+    p = run("simulate", "--steps", 2, "--out", "out", *args, cwd=tmp_path)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and fragment in lines[0], p.stderr
+    assert p.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_mp4_left_out_when_its_encoder_would_not_fit(monkeypatch, tmp_path):
+    from fastca import cli, viz
+
+    if not viz.ffmpeg_available():
+        pytest.skip("MP4 needs ffmpeg")
+    need = cli._memory_need(1000, 1000, 2, 10)[0]
+    encoder = cli.MEMORY_MP4_PER_PIXEL * 2000 * 2000
+    monkeypatch.setattr(cli, "_available_memory", lambda: (need + encoder) * 1.25 + 1)
+    assert [os.path.basename(p) for p in cli._Animations(tmp_path, 2, 10, (1000, 1000), 10).paths] == \
+        ["animation.gif", "animation.mp4"]
+    monkeypatch.setattr(cli, "_available_memory", lambda: (need + encoder) * 1.25 - 8)
+    cli._check_memory(1000, 1000, 2, 10)  # the run itself fits
+    animations = cli._Animations(tmp_path, 2, 10, (1000, 1000), 10)
+    assert [os.path.basename(p) for p in animations.paths] == ["animation.gif"]
+    note = (f"no animation.mp4: its encoder would need about {encoder / 2**30:.1f} GiB more "
+            f"({(need + encoder) / 2**30:.1f} GiB in all, {(need + encoder) * 1.25 / 2**30:.1f} GiB available)")
+    assert animations.notes == [note]

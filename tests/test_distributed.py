@@ -138,8 +138,10 @@ def test_zarr_run_resumes_after_a_kill_with_the_same_bits(model, tmp_path, world
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode != 0 and p.stdout.count("round to step") == 2, p.stdout + p.stderr[-2000:]
     assert fd._latest(store)[1] == 6  # two complete rounds of 3 steps
+    with pytest.raises(fd.StoreLocked, match="no longer running.*--break-lock"):
+        fd.zarr_run(model, store, 12, halo=5, seed=6, progress=None)  # the killed run's lock: broken on request
     with dask.config.set(scheduler="synchronous"):
-        state, t = fd.zarr_run(model, store, 12, halo=5, seed=6, progress=None)  # another halo: the same bits
+        state, t = fd.zarr_run(model, store, 12, halo=5, seed=6, progress=None, break_lock=True)  # another halo
         np.testing.assert_array_equal(state.compute()[0], ref)
     with pytest.raises(ValueError, match="settings"):
         fd.zarr_run(model, store, 15, halo=3, seed=7, progress=None)

@@ -27,7 +27,9 @@ def server_url():
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        # evil.example resolves to this machine, as after a DNS-rebinding attack
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                              "--host-resolver-rules=MAP evil.example 127.0.0.1"])
         yield b
         b.close()
 
@@ -94,4 +96,46 @@ def test_a_drawn_stroke_lives_settles_and_can_be_erased(browser, server_url):
     page.wait_for_function("(cells) => cells.every(([y, x]) => window.fastca.label[y * window.fastca.width + x] === 255)",
                            arg=[list(c) for c in stroke], timeout=20000)
     assert page.evaluate("window.fastca.errors.length") == 0
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def small_server_url():
+    """A second server: another origin for the first, and one that serves a single tab."""
+    from fastca.play import start_in_thread
+
+    url, stop = start_in_thread(size=28, backend="numba-cpu", max_sessions=1)
+    yield url
+    stop()
+
+
+def test_a_full_server_tells_the_page_why_and_a_closed_tab_frees_its_place(browser, small_server_url):
+    first = open_page(browser, small_server_url)
+    second = browser.new_page()
+    second.goto(small_server_url)
+    second.wait_for_function("window.fastca && window.fastca.refused", timeout=20000)
+    time.sleep(1)  # the server has closed the session by now: the reason stays on screen
+    assert "at most 1" in second.locator("#error").inner_text()
+    assert second.evaluate("window.fastca.frames") == 0
+    first.close()
+    time.sleep(0.5)
+    second.reload()
+    second.wait_for_function("window.fastca && window.fastca.frames > 3", timeout=60000)
+    second.close()
+
+
+def test_another_site_and_a_rebound_name_cannot_drive_the_server(browser, server_url, small_server_url):
+    page = browser.new_page()
+    page.goto(small_server_url)  # another origin (another port) opens a websocket to the first server
+    result = page.evaluate("""(url) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        let messages = 0;
+        ws.onmessage = () => { messages++; };
+        ws.onclose = (ev) => resolve({ messages, code: ev.code });
+        setTimeout(() => resolve({ messages, code: "still open" }), 10000);
+    })""", server_url.replace("http://", "ws://") + "ws")
+    assert result == {"messages": 0, "code": 1006}, result  # refused before the upgrade
+    port = server_url.rsplit(":", 1)[1].strip("/")
+    response = page.goto(f"http://evil.example:{port}/")  # same-origin with itself, Host names no server name
+    assert response.status == 403
     page.close()

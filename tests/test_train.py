@@ -1,5 +1,6 @@
 """Training (tiny runs): the loss goes down, resume is exact, bad checkpoints are refused; evaluation."""
 
+import re
 import subprocess
 import sys
 
@@ -171,12 +172,20 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path, train_digits):
 
 @needs_mnist
 def test_train_cli_two_iterations_then_resume_and_conflicts(tmp_path):
-    """fastca train for 2 iterations, --resume to 3; a different recipe on --resume is refused."""
+    """fastca train for 2 iterations; a second run is refused without --overwrite; --resume to 3; a different
+    recipe on --resume is refused, except a lower --lr."""
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "fastca", "train", "--data", str(MNIST_DIR), "--limit", "64",
                                "--out", str(tmp_path), *args], capture_output=True, text=True, timeout=600)
 
     p = cli("--iterations", "2", "--checkpoint-every", "1")
+    assert p.returncode == 0, p.stderr
+    p = cli("--iterations", "2", "--data", str(tmp_path / "no-mnist"))  # a second run: refused before any work
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "already holds a training run" in p.stderr and "--resume" in p.stderr and "--overwrite" in p.stderr
+    p = cli("--iterations", "2", "--resume", "--overwrite")
+    assert p.returncode == 2 and "exclude each other" in p.stderr, p.stderr
+    p = cli("--iterations", "2", "--overwrite", "--checkpoint-every", "1")
     assert p.returncode == 0, p.stderr
     p = cli("--iterations", "3", "--resume")
     assert p.returncode == 0 and "iteration 3" in p.stdout, p.stderr
@@ -184,6 +193,10 @@ def test_train_cli_two_iterations_then_resume_and_conflicts(tmp_path):
     assert p.returncode == 2 and "--lr 0.5 (checkpoint: 0.001)" in p.stderr and "--seed 3" in p.stderr, p.stderr
     p = cli("--iterations", "4", "--resume", "--lr", "0.001")  # the same value is no conflict
     assert p.returncode == 0, p.stderr
+    p = cli("--iterations", "5", "--resume", "--lr", "0.0001")  # a lower learning rate is allowed, and said
+    assert p.returncode == 0 and "learning rate lowered from 0.001 to 0.0001" in p.stdout + p.stderr, p.stderr
+    p = cli("--iterations", "6", "--resume", "--lr", "0.001")  # and from then on it is the run's
+    assert p.returncode == 2 and "--lr 0.001 (checkpoint: 0.0001)" in p.stderr, p.stderr
 
 
 @needs_mnist
@@ -205,3 +218,248 @@ def test_eval_cli_models_and_float16(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "missing.npz" in p.stderr, p.stderr
     p = cli("--storage", "float16")
     assert p.returncode == 0 and "storage float16" in p.stdout, p.stderr
+
+
+# ---- an existing run is not overwritten (issue 22, item 7) ----
+
+def test_train_refuses_to_overwrite_a_run_before_any_work(tmp_path, train_digits):
+    config = TrainConfig(iterations=2, seed=0, **TINY)
+    train(*train_digits, config, out_dir=tmp_path, progress=False)
+    before = {n: (tmp_path / n).read_bytes() for n in ("checkpoint.pt", "model.npz")}
+    not_digits = np.zeros((3, 5))  # the trainer would refuse these: the folder check must come first
+    with pytest.raises(FileExistsError, match="already holds a training run.*--resume.*--overwrite") as info:
+        train(not_digits, train_digits[1][:3], config, out_dir=tmp_path, progress=False)
+    assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+    with pytest.raises(FileExistsError):
+        train(*train_digits, config, out_dir=tmp_path, progress=False)
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    (tmp_path / "checkpoint.pt").unlink()  # a folder with only a finished model.npz is a run too
+    with pytest.raises(FileExistsError, match="model.npz"):
+        train(*train_digits, config, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="exclude each other"):
+        train(*train_digits, config, out_dir=tmp_path, resume=True, overwrite=True, progress=False)
+    _, trainer = train(*train_digits, TrainConfig(iterations=1, seed=0, **TINY), out_dir=tmp_path, overwrite=True,
+                       progress=False)
+    assert trainer.iteration == 1 and Trainer.resume(tmp_path / "checkpoint.pt", *train_digits).iteration == 1
+    assert (tmp_path / "model.npz").read_bytes() != before["model.npz"]
+
+
+# ---- only sane checkpoints are written; the learning rate may be lowered on resume (item 8) ----
+
+def _max_weight(path):
+    return max(float(v.abs().max()) for v in torch.load(path, weights_only=True)["model"].values())
+
+
+def test_diverging_run_keeps_the_last_sane_checkpoint_and_resumes_with_a_lower_lr(tmp_path, train_digits, caplog):
+    config = TrainConfig(iterations=6, seed=0, **{**TINY, "checkpoint_every": 1})
+    trainer = Trainer(*train_digits, config)
+    trainer.run(tmp_path, progress=False, stop_at=2)
+    trainer.config.lr = 1e20  # from now on each Adam step moves every weight by about 1e20
+    with pytest.raises(FloatingPointError, match="training diverged") as info:
+        trainer.run(tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    ckpt = tmp_path / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 2 and _max_weight(ckpt) < 10
+    with pytest.raises(FloatingPointError):  # nor does a direct save write the diverged state
+        trainer.save(ckpt)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 2
+    # the fix the message suggests: resume with a lower learning rate
+    with caplog.at_level("WARNING", logger="fastca.train"):
+        _, resumed = train(*train_digits, TrainConfig(iterations=4, lr=1e-4, seed=0, **TINY), out_dir=tmp_path,
+                           resume=True, progress=False)
+    assert resumed.iteration == 4 and resumed.config.lr == 1e-4 and np.all(np.isfinite(resumed.weights().w1))
+    assert "learning rate lowered from 0.001 to 0.0001" in caplog.text
+    assert torch.load(ckpt, weights_only=True)["config"]["lr"] == 1e-4  # the new base is the run's from now on
+    assert lr_at(resumed.config, 30_000) == pytest.approx(1e-5)  # the schedule continues from the new base
+
+
+def test_save_refuses_weights_beyond_the_limit_and_non_finite_losses(tmp_path, train_digits):
+    from fastca.train import MAX_WEIGHT
+
+    trainer = Trainer(*train_digits, TrainConfig(iterations=2, seed=0, **TINY))
+    trainer.run(progress=False)
+    path = tmp_path / "checkpoint.pt"
+    bias = trainer.net.state_dict()["out.bias"]  # a view of the parameter
+    for value, ok in ((MAX_WEIGHT / 2, True), (-2 * MAX_WEIGHT, False), (float("nan"), False), (0.0, True)):
+        bias[0] = value
+        if ok:
+            trainer.save(path)
+            assert Trainer.resume(path, *train_digits).net.state_dict()["out.bias"][0] == value
+        else:
+            with pytest.raises(FloatingPointError, match=re.escape(f"weight out.bias reaches {abs(value):.3g} in")):
+                trainer.save(path)
+    trainer.losses[-1] = float("inf")  # a non-finite loss since the last checkpoint: not saved either
+    with pytest.raises(FloatingPointError, match="a non-finite loss"):
+        trainer.save(tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()
+
+
+def test_a_run_diverging_at_once_writes_nothing(tmp_path, train_digits):
+    config = TrainConfig(iterations=4, seed=0, lr=1e20, **{**TINY, "checkpoint_every": 1})
+    with pytest.raises(FloatingPointError, match=r"training diverged: weight .* reaches .*e\+(19|20) .*iteration 1"):
+        train(*train_digits, config, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "model.npz").exists()
+
+
+def test_resume_may_lower_the_lr_but_not_raise_it_or_change_the_recipe(tmp_path, train_digits):
+    Trainer(*train_digits, TrainConfig(iterations=2, seed=0, **TINY)).run(tmp_path, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    assert Trainer.resume(path, *train_digits, lr=1e-4).config.lr == 1e-4
+    with pytest.raises(ValueError, match="may only lower the learning rate"):
+        Trainer.resume(path, *train_digits, lr=1e-2)
+    with pytest.raises(ValueError, match="pool=16 .checkpoint: 8."):
+        Trainer.resume(path, *train_digits, pool=16)
+    # train(resume=True) refuses a higher learning rate given with the config, as Trainer.resume does
+    with pytest.raises(ValueError, match="may only lower the learning rate"):
+        train(*train_digits, TrainConfig(iterations=3, lr=1e-2, seed=0, **TINY), out_dir=tmp_path, resume=True,
+              progress=False)
+    _, t = train(*train_digits, TrainConfig(iterations=3, lr=1e-3, seed=0, **TINY), out_dir=tmp_path, resume=True,
+                 progress=False)
+    assert t.config.lr == 1e-3 and t.iteration == 3
+
+
+# ---- every field of a checkpoint is checked: one-line ValueError naming the file and field (item 15) ----
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory, train_digits):
+    folder = tmp_path_factory.mktemp("good")
+    Trainer(*train_digits, TrainConfig(iterations=2, seed=0, **TINY)).run(folder, progress=False)
+    return folder / "checkpoint.pt"
+
+
+def _set(*keys, value):
+    def edit(ckpt):
+        d = ckpt
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value(d[keys[-1]]) if callable(value) else value
+    return edit
+
+
+def _drop(key):
+    return lambda ckpt: ckpt.pop(key)
+
+
+def _nan_weight(ckpt):
+    ckpt["model"]["out.bias"][3] = float("nan")
+
+
+TAMPERED = {  # id: (edit of the loaded checkpoint, the field the error must name)
+    "pool-of-2": (_set("pool", value=lambda t: t[:2]), "pool"),
+    "pool-labels-of-2": (_set("pool_labels", value=lambda t: t[:2]), "pool_labels"),
+    "pool-float64": (_set("pool", value=lambda t: t.double()), "pool"),
+    "pool-nan": (_set("pool", value=lambda t: t * float("nan")), "pool"),
+    "pool-channels": (_set("pool", value=lambda t: t[..., :10]), "pool"),
+    "labels-out-of-range": (_set("pool_labels", value=lambda t: t + 10), "pool_labels"),
+    "labels-float": (_set("pool_labels", value=lambda t: t.float()), "pool_labels"),
+    "missing-key": (_drop("losses"), "losses"),
+    "extra-key": (_set("surprise", value=1), "surprise"),
+    "iteration-str": (_set("iteration", value="2"), "iteration"),
+    "iteration-float": (_set("iteration", value=2.0), "iteration"),
+    "iteration-bool": (_set("iteration", value=True), "iteration"),
+    "iteration-negative": (_set("iteration", value=-1), "iteration"),
+    "iteration-vs-losses": (_set("iteration", value=7), "iteration"),
+    "losses-extra": (_set("losses", value=lambda v: v + [0.5]), "iteration"),  # one loss per iteration
+    "version-str": (_set("version", value="1"), "version"),
+    "version-0": (_set("version", value=0), "version"),
+    "version-bool": (_set("version", value=True), "version"),  # True == 1: only the type check refuses it
+    "losses-nan": (_set("losses", value=lambda v: [float("nan")] * len(v)), "losses"),
+    "losses-str": (_set("losses", value=lambda v: ["x"] * len(v)), "losses"),
+    "model-nan": (_nan_weight, "model"),
+    "model-diverged": (_set("model", "out.bias", value=lambda t: t + 1e20), "model"),
+    "model-shape": (_set("model", "dense.weight", value=lambda t: t[:40]), "model"),
+    "model-missing": (lambda c: c["model"].pop("out.bias"), "model"),
+    "model-float64": (_set("model", "out.bias", value=lambda t: t.double()), "model"),
+    "config-pool": (_set("config", "pool", value=16), "pool"),
+    "config-batch-6": (_set("config", "batch", value=6), "config"),
+    "config-pool-str": (_set("config", "pool", value="8"), "config"),
+    "config-lr-nan": (_set("config", "lr", value=float("nan")), "config"),
+    "config-unknown": (_set("config", "colour", value="red"), "config"),
+    "config-decay-at": (_set("config", "decay_at", value="30000"), "config"),
+    "optimizer-shape": (_set("optimizer", "state", 0, "exp_avg", value=lambda t: t[:1]), "optimizer"),
+    "optimizer-state-list": (_set("optimizer", "state", value=[]), "optimizer"),
+    "optimizer-lr-str": (_set("optimizer", "param_groups", 0, "lr", value="fast"), "optimizer"),
+    "optimizer-params": (_set("optimizer", "param_groups", 0, "params", value=[0, 1]), "optimizer"),
+    "optimizer-betas": (_set("optimizer", "param_groups", 0, "betas", value=(0.9,)), "optimizer"),
+    "optimizer-no-groups": (_set("optimizer", "param_groups", value=[]), "optimizer"),
+    "optimizer-extra-state": (_set("optimizer", "state", 0, "momentum", value=torch.zeros(1)), "optimizer"),
+    "optimizer-nan": (_set("optimizer", "state", 1, "exp_avg_sq", value=lambda t: t * float("nan")), "optimizer"),
+    "torch-rng-float": (_set("torch_rng", value=lambda t: t.float()), "torch_rng"),
+    "torch-rng-garbage": (_set("torch_rng", value=lambda t: torch.full_like(t, 7)), "torch_rng"),
+    "numpy-rng-other": (_set("numpy_rng", value={"bit_generator": "MT19937"}), "numpy_rng"),
+    "numpy-rng-state": (_set("numpy_rng", "state", value={"state": "x", "inc": 1}), "numpy_rng"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_tampered_checkpoint_is_refused_naming_file_and_field(case, good_checkpoint, train_digits, tmp_path):
+    edit, field = TAMPERED[case]
+    ckpt = torch.load(good_checkpoint, weights_only=True)
+    edit(ckpt)
+    path = tmp_path / "tampered.pt"
+    torch.save(ckpt, path)
+    try:
+        Trainer.resume(path, *train_digits)
+    except ValueError as exc:  # not IndexError, KeyError, TypeError, RuntimeError
+        message = str(exc)
+    else:
+        pytest.fail(f"{case}: the tampered checkpoint was accepted")
+    assert message.startswith(f"{path}: ") and f"'{field}'" in message and "\n" not in message, message
+
+
+def test_checkpoint_for_other_digits_is_refused(good_checkpoint, train_digits):
+    small = train_digits[0][:, ::2, ::2].copy(), train_digits[1]
+    with pytest.raises(ValueError, match=r"checkpoint.pt: .*'pool' holds 28x28 states; the training digits are 14x14"):
+        Trainer.resume(good_checkpoint, *small)
+
+
+def test_untampered_checkpoint_passes_every_check(good_checkpoint, train_digits):
+    from fastca.train import checkpoint_config
+
+    assert checkpoint_config(good_checkpoint)["pool"] == 8
+    t = Trainer.resume(good_checkpoint, *train_digits, iterations=3)
+    t.run(progress=False)
+    assert t.iteration == 3
+
+
+def test_resume_with_other_training_digits_is_refused(good_checkpoint, train_digits):
+    images, labels = train_digits
+    with pytest.raises(ValueError, match=r"checkpoint.pt: the checkpoint was trained on 200 digits .* these are 8 "
+                                         r".*--limit"):
+        Trainer.resume(good_checkpoint, images[:8], labels[:8])
+    swapped = labels.copy()
+    swapped[[0, 1]] = swapped[[1, 0]] if swapped[0] != swapped[1] else (swapped[0] + 1) % 10
+    with pytest.raises(ValueError, match="trained on 200 digits"):  # same count, other labels
+        Trainer.resume(good_checkpoint, images, swapped)
+
+
+def test_a_checkpoint_without_a_data_record_still_resumes(good_checkpoint, train_digits, tmp_path):
+    ckpt = torch.load(good_checkpoint, weights_only=True)
+    ckpt.pop("data")
+    ckpt["version"] = 1
+    torch.save(ckpt, tmp_path / "v1.pt")
+    assert Trainer.resume(tmp_path / "v1.pt", *train_digits).iteration == ckpt["iteration"]
+    for bad in ({"digits": "200", "sha256": "0" * 64}, {"digits": 0, "sha256": "0" * 64},
+                {"digits": 200, "sha256": "x"}, {"digits": 200}, [200]):
+        ckpt["data"] = bad
+        torch.save(ckpt, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="bad.pt: checkpoint entry 'data' is not a record"):
+            Trainer.resume(tmp_path / "bad.pt", *train_digits)
+
+
+def test_checkpoints_are_not_read_with_an_unsafe_torch(good_checkpoint, monkeypatch):
+    from fastca.train import load_checkpoint
+
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(RuntimeError, match="2.5.1"):
+        load_checkpoint(good_checkpoint)
+
+
+def test_a_resume_without_a_learning_rate_keeps_the_checkpoints(tmp_path, train_digits):
+    train(*train_digits, TrainConfig(iterations=1, lr=1e-2, seed=0, **TINY), out_dir=tmp_path, progress=False)
+    _, trainer = train(*train_digits, out_dir=tmp_path, resume=True, progress=False, iterations=2, **TINY)
+    assert trainer.config.lr == 1e-2 and trainer.opt.param_groups[0]["lr"] == 1e-2
+    _, trainer = train(*train_digits, out_dir=tmp_path, resume=True, progress=False, iterations=3, lr=1e-3, **TINY)
+    assert trainer.config.lr == 1e-3  # asked for: lowered
+    with pytest.raises(ValueError, match="decay must be finite and > 0"):
+        TrainConfig(decay=0.0)

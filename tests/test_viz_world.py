@@ -138,3 +138,205 @@ def test_bad_events():
     with pytest.raises(ValueError, match="outside the"):
         world.apply_event(fastca.initial_state(w.gray), w, {"step": 0, "type": "replace", "tile": [3, 0]},
                           np.random.default_rng(0))
+
+
+def _stroke_reference(gray, points, width):
+    from fastca.simulation import stroke_mask
+
+    return np.maximum(gray, np.where(stroke_mask(*gray.shape, points, width), 255, 0).astype(np.uint8))
+
+
+def test_stroke_into_is_stroke_mask_on_the_cells_near_the_stroke():
+    """The windowed stroke sets exactly the cells the whole-world mask sets (same float64 test), and
+    its windows cover every changed cell."""
+    rng = np.random.default_rng(3)
+    for trial in range(400):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        n = int(rng.integers(1, 7))
+        if trial % 2:  # integer points (events' points): many cells exactly at the brush's edge
+            pts = np.stack([rng.integers(0, h, n), rng.integers(0, w, n)], 1).astype(float)
+        else:
+            pts = np.stack([rng.uniform(-3, h + 3, n), rng.uniform(-3, w + 3, n)], 1)
+        width = float(rng.choice([0, 1, 2, 3, 4, 2 * np.sqrt(2), 7, rng.uniform(0, 12)]))
+        before = rng.choice(np.array([0, 40, 255], np.uint8), (h, w))
+        gray = before.copy()
+        _, windows = world.stroke_into(gray, pts, width)
+        np.testing.assert_array_equal(gray, _stroke_reference(before, pts, width), err_msg=f"trial {trial}")
+        covered = np.zeros((h, w), bool)
+        for y0, y1, x0, x1 in windows:
+            assert y1 - y0 <= world.EDIT_BAND
+            covered[y0:y1, x0:x1] = True
+        assert not ((gray != before) & ~covered).any()
+
+
+class _RecordingSim:
+    """A stand-in for Simulation that keeps the gray it is sent and the windows' areas."""
+
+    def __init__(self, gray):
+        self.gray, self.areas = gray.copy(), []
+
+    def edit(self, kind, *, gray, at):
+        assert kind == "set"
+        y, x = at
+        self.gray[y : y + gray.shape[0], x : x + gray.shape[1]] = gray
+        self.areas.append(gray.size)
+
+
+def test_a_long_stroke_costs_its_area_not_the_world():
+    """10,000 points on a 2000x2000 world: the cells evaluated are bounded by the segments' lengths
+    times the brush (not points x world, 4e10), and so are the windows sent to the simulation."""
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    walk = np.clip(n // 2 + np.cumsum(rng.integers(-3, 4, (10_000, 2)), 0), 0, n - 1)
+    for pts, width in ((walk, 2.0), (rng.integers(0, n, (10_000, 2)), 3.0)):  # short and long segments
+        gray = np.zeros((n, n), np.uint8)
+        visited, windows = world.stroke_into(gray, pts, width)
+        m = width / 2 + 1
+        length = np.abs(np.diff(pts, axis=0)).sum(1)  # |dy| + |dx| of each segment
+        assert visited <= ((4 * m + 6) * length + (2 * m + 3) ** 2).sum()
+        area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows)
+        assert area <= n * n and area <= visited
+        ev = {"step": 0, "type": "stroke", "points": pts.tolist(), "width": width}
+        assert world.event_cost(ev, n, n) >= visited + area  # the bound checked before the run
+        w = world.World(np.zeros((n, n), np.uint8), np.zeros((n, n), np.int16), np.zeros((1, 1), np.int64),
+                        np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64))
+        sim = _RecordingSim(w.gray)
+        t0 = time.perf_counter()
+        world.apply_event(sim, w, ev, np.random.default_rng(0))
+        assert time.perf_counter() - t0 < 5
+        np.testing.assert_array_equal(w.gray, gray)
+        np.testing.assert_array_equal(sim.gray, gray)  # the simulation got every change
+        assert sum(sim.areas) == area
+
+
+def test_events_edit_only_what_they_touch_and_match_whole_world_edits(model, digits):
+    """Erase, stroke (across many bands) and replace edit windows of the run's own copy of the world;
+    the run is bit-identical to one whose events edit the whole world (the former code)."""
+    from fastca.simulation import Simulation
+
+    w = world.World.from_digits(*digits, 90, 120, seed=4)
+    events = [{"step": 1, "type": "stroke", "points": [[0, 0], [89, 119], [3, 110], [60, 2]], "width": 3},
+              {"step": 1, "type": "erase", "center": [45, 60], "radius": 12.5},
+              {"step": 2, "type": "replace", "tile": [1, 2]}, {"step": 2, "type": "stroke", "points": [[7, 7]]}]
+    run = world.run_world(model, w, 4, events=events, seed=2, frame_every=4)
+    sim = Simulation(model, w.gray, seed=2)
+    gray = w.gray.copy()
+    for t in range(1, 5):
+        sim.run(1, progress=False)
+        for ev in (e for e in run.events if e["step"] == t and t < 4):
+            new = gray.copy()
+            if ev["type"] == "stroke":
+                new = _stroke_reference(gray, ev["points"], ev["width"])
+            elif ev["type"] == "erase":
+                yy, xx = np.ogrid[:90, :120]
+                new[(yy - ev["center"][0]) ** 2 + (xx - ev["center"][1]) ** 2 <= ev["radius"] ** 2] = 0
+            else:
+                r, c = ev["tile"]
+                new[28 * r : 28 * r + 28, 28 * c : 28 * c + 28] = digits[0][ev["image"]][: 90 - 28 * r, : 120 - 28 * c]
+            ys, xs = np.nonzero(new != gray)
+            sim.edit("set", gray=new[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], at=(ys.min(), xs.min()))
+            gray = new
+    np.testing.assert_array_equal(run.state, sim.state())
+    assert np.all(w.gray == world.World.from_digits(*digits, 90, 120, seed=4).gray)  # input world untouched
+
+
+def test_event_cost_is_bounded_before_the_run(monkeypatch):
+    w = world.World.from_digits(*fastca.data.sample_digits(), 64, 64)
+    every = [{"step": 0, "type": "replace_all", "index": 0}]
+    assert world.event_cost(every[0], 64, 64) == 4 * 64 * 64 + world.EVENT_OVERHEAD == 5 * 64 * 64
+    monkeypatch.setattr(world, "EVENT_WORK_FLOOR", 0)  # the limit is then the run's cells x steps
+    world.validate_events(every, w, 5)  # exactly the limit: allowed
+    with pytest.raises(ValueError, match=r"events would visit about 2.05e\+04 cells .* allows \(1.64e\+04: the 64x64 "
+                                         r"world's cells x 4 steps.*costliest is event 0 \(replace_all, count 1"):
+        world.validate_events(every, w, 4)
+    monkeypatch.setattr(world, "EVENT_WORK_FLOOR", 5 * 64 * 64)  # a floor for short runs
+    world.validate_events(every, w, 1)
+    monkeypatch.setattr(world, "EVENT_WORK_FLOOR", 5 * 64 * 64 - 1)
+    with pytest.raises(ValueError, match="events would visit"):
+        world.validate_events(every, w, 1)
+    monkeypatch.undo()
+    big = world.World(np.zeros((2000, 2000), np.uint8), np.zeros((2000, 2000), np.int16),
+                      np.zeros((72, 72), np.int64), *fastca.data.sample_digits())
+    points = np.random.default_rng(0).integers(0, 2000, (10_000, 2)).tolist()
+    world.validate_events([{"step": 0, "type": "stroke", "points": points, "index": 0}], big, 1)  # cheap enough
+    for ev, copies in (({"type": "erase", "radius": 1500, "count": 200}, 3), ({"type": "replace_all", "count": 100}, 3),
+                       ({"type": "stroke", "count": 10_000, "width": 400}, 1), ({"type": "replace", "count": 10_000}, 30)):
+        world.validate_events([dict(ev, step=0, index=0, count=1)] * copies, big, 2)
+        with pytest.raises(ValueError, match="events would visit"):
+            world.validate_events([dict(ev, step=0, index=0)] * copies, big, 2)
+    with pytest.raises(ValueError, match="events would visit"):  # run_world checks it too, before any step
+        world.run_world(None, big, 2, events=[{"step": 0, "type": "replace_all", "count": 100}])
+
+
+def test_events_file_must_be_a_readable_json_file(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="not a regular file"):
+        world.load_events(str(tmp_path))
+    with pytest.raises(ValueError, match="not a regular file"):
+        world.load_events(tmp_path)
+    os_fifo = tmp_path / "fifo"
+    import os
+
+    os.mkfifo(os_fifo)
+    with pytest.raises(ValueError, match="not a regular file"):  # never blocks on a pipe (or reads /dev/zero)
+        world.load_events(str(os_fifo))
+    (tmp_path / "bad.json").write_bytes(b"[\xff]")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        world.load_events(str(tmp_path / "bad.json"))
+    (tmp_path / "big.json").write_text("[" + " " * 100 + "]")
+    monkeypatch.setattr(world, "MAX_EVENTS_FILE", 64)
+    with pytest.raises(ValueError, match="more than the 64"):
+        world.load_events(str(tmp_path / "big.json"))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        world.load_events("[" * 100_000)
+
+
+def test_animation_size_limits_and_no_partial_file_left(tmp_path):
+    one_row = np.zeros((1, viz.GIF_MAX_SIDE, 3), np.uint8)
+    viz.save_animation([one_row], tmp_path / "wide.gif")  # GIF's largest side: written
+    with pytest.raises(ValueError, match="GIF frames are at most 65535 pixels"):
+        viz.save_animation([np.zeros((1, viz.GIF_MAX_SIDE + 1, 3), np.uint8)], tmp_path / "wider.gif")
+    with pytest.raises(ValueError, match="GIF frames are at most 65535 pixels"):  # after enlarging
+        viz.AnimationWriter(tmp_path / "scaled.gif", scale=2).add(np.zeros((1, 32768, 3), np.uint8))
+    assert viz.animation_size_error(".gif", viz.GIF_MAX_SIDE, 1) is None
+    assert viz.animation_size_error(".mp4", 2, viz.MP4_MAX_SIDE) is None
+    assert "MP4" in viz.animation_size_error(".mp4", 2, viz.MP4_MAX_SIDE + 1)
+    assert "MP4" in viz.animation_size_error(".mp4", 1, 100)  # even sides of at least 2
+    (tmp_path / "dir.gif").mkdir()  # the name is taken by a folder: the rename fails, nothing is left
+    with pytest.raises(OSError):
+        viz.save_animation([one_row[:, :8]], tmp_path / "dir.gif")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(OSError):
+        viz.save_png(one_row[:, :8], tmp_path / "dir.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.gif", "dir.png", "wide.gif"]
+
+
+def test_event_bounds_at_their_edges():
+    """Each bound of validate_events/load_events accepts its last valid value and refuses the next."""
+    w = world.World.from_digits(*fastca.data.sample_digits(), 30, 40)  # a 2x2 tile grid
+
+    def check(ev, steps=5):
+        world.validate_events(world.load_events([ev]), w, steps)
+
+    check({"step": 4, "type": "erase", "center": [29, 39], "radius": 40})
+    check({"step": 0, "type": "stroke", "points": [[29, 39]] * world.MAX_STROKE_POINTS, "width": 40})
+    check({"step": 0, "type": "replace", "tile": [1, 1], "count": world.MAX_EVENT_COUNT})
+    for ev, message in (
+        ({"step": 5, "type": "erase"}, "not before the end of the run"),
+        ({"step": 0, "type": "erase", "center": [30, 0]}, "center must be"),
+        ({"step": 0, "type": "erase", "center": [0, 40]}, "center must be"),
+        ({"step": 0, "type": "erase", "center": [-1, 0]}, "center must be"),
+        ({"step": 0, "type": "erase", "radius": 40.001}, "'radius' must be a number in"),
+        ({"step": 0, "type": "erase", "radius": -0.5}, "'radius' must be a number in"),
+        ({"step": 0, "type": "stroke", "points": [[0, 0]] * (world.MAX_STROKE_POINTS + 1)}, "'points' must be a list"),
+        ({"step": 0, "type": "stroke", "points": []}, "'points' must be a list"),
+        ({"step": 0, "type": "stroke", "points": [[0, 0], [30, 2]]}, "points must be"),
+        ({"step": 0, "type": "stroke", "width": 41}, "'width' must be a number in"),
+        ({"step": 0, "type": "replace", "tile": [2, 0]}, "'tile' must be"),
+        ({"step": 0, "type": "replace", "tile": [0, 2]}, "'tile' must be"),
+        ({"step": 0, "type": "replace", "count": world.MAX_EVENT_COUNT + 1}, "'count' must be"),
+        ({"step": 0, "type": "replace", "count": 0}, "'count' must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check(ev)

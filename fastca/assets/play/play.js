@@ -9,7 +9,7 @@ const canvas = document.getElementById("world");
 const ctx = canvas.getContext("2d");
 const $ = (id) => document.getElementById(id);
 const state = { gray: null, label: null, width: 0, height: 0, step: 0, paused: false, frames: 0, fps: 0, image: null,
-                received: [], errors: [] };
+                received: [], errors: [], refused: null };
 window.fastca = state;  // for tests and the curious
 
 const legend = $("legend");
@@ -33,6 +33,9 @@ ws.onmessage = (ev) => {
     } else if (msg.type === "error") {
       state.errors.push(msg.message);
       $("error").textContent = msg.message;
+    } else if (msg.type === "refused") {  // the server is full (or cannot run a world): it closes this tab's session
+      state.refused = msg.message;
+      $("error").textContent = `not started: ${msg.message}`;
     } else if (msg.type === "digit") {
       $("error").textContent = "";
       $("probe").textContent = `dropped a ${msg.label}`;
@@ -42,7 +45,9 @@ ws.onmessage = (ev) => {
   drawFrame(ev.data);
   send({ type: "ack" });
 };
-ws.onclose = () => { $("error").textContent = "disconnected from the server"; };
+ws.onclose = () => {  // a refusal stays on screen: it says why
+  $("error").textContent = state.refused ? `not started: ${state.refused}` : "disconnected from the server";
+};
 
 function drawFrame(buf) {
   const view = new DataView(buf);
