@@ -502,6 +502,22 @@ def write_gray(state, b0, y0, x0, gray, alive_thr):
         i += stride
 
 
+@cuda.jit
+def count_outside(values, lo, hi, out):
+    """out[0] += the number of elements of the flat array ``values`` not in [lo, hi] (NaN counts: its
+    comparisons are false). Device input is checked with it before any step, as host input is."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = 0
+    while i < values.size:
+        v = float32(values[i])
+        if not (v >= lo and v <= hi):
+            n += 1
+        i += stride
+    if n > 0:
+        cuda.atomic.add(out, 0, n)
+
+
 def launch_1d(n, threads=256):
     """(blocks, threads) for a grid-stride loop over n items, capped so launches stay small."""
     return max(1, min(-(-n // threads), 65535)), threads

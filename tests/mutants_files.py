@@ -91,4 +91,12 @@ MUTANTS = {
         "fastca/weights.py", "        if not stat.S_ISREG(info.st_mode):\n", "        if False:\n",
         ["tests/test_weights.py::test_load_refuses_a_pipe_or_a_folder"],
         "loaders: a device, pipe or folder is opened and read (/dev/zero hangs)"),
+    "cuda-device-state-unchecked": (
+        "fastca/backends/numba_cuda.py", "            if _count_outside(state.reshape(state.size), -big, big):",
+        "            if False:", ["tests/cuda/test_cuda_kernel.py::test_device_input_is_checked_on_the_device"],
+        "CUDA: a device state input with NaN or inf (or past float16's range) is taken as it is"),
+    "cuda-device-check-one-short": (
+        "kernels/cuda.py", "    while i < values.size:\n", "    while i < values.size - 1:\n",
+        ["tests/cuda/test_cuda_kernel.py::test_device_input_is_checked_on_the_device"],
+        "CUDA: the device input check stops one element short (the last channel of the last cell)"),
 }

@@ -71,8 +71,9 @@ class NumbaCUDA:
 
         ``x`` is a host array (copied to the device once) or a device array exposing
         ``__cuda_array_interface__`` (Numba, CuPy, torch CUDA): copied device to device,
-        never through the host. Device gray input is uint8 or float32 in [0, 1] (not
-        range-checked on the device); device state input must be float32 (or ``dtype``).
+        never through the host. Device gray input is uint8 or float32 in [0, 1]; device state
+        input must be float32 (or ``dtype``) and finite (both checked on the device: one scalar
+        comes back).
         """
         cuda = numba_cuda()
 
@@ -94,12 +95,18 @@ class NumbaCUDA:
                 state.copy_to_device(arr.reshape(state.shape))
             else:  # float32 device state into float16 storage: round on the device
                 kern.copy_window[kern.launch_1d(state.size // spec.CHANNELS)](arr.reshape(state.shape), 0, 0, 0, state)
+            big = float(np.finfo(dtype).max)  # after the copy: a float32 value past 65504 is inf in float16
+            if _count_outside(state.reshape(state.size), -big, big):
+                hint = " or exceeds the float16 range (65504): use storage='float32'" if dtype == np.float16 else ""
+                raise ValueError(f"device state contains NaN or inf{hint}")
             return state, shape[:-1], len(shape) == 4
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"device gray input must be a non-empty (H, W) or (B, H, W), got shape {shape}")
         if arr.dtype not in (np.uint8, np.float32):
             raise TypeError(f"device gray input must be uint8 or float32, got {arr.dtype}")
         gray = arr.reshape((-1,) + shape[-2:]) if len(shape) == 3 else arr.reshape((1,) + shape)
+        if arr.dtype == np.float32 and _count_outside(arr.reshape(arr.size), 0.0, 1.0):
+            raise ValueError("device gray input must lie in [0, 1] (float32), and be finite")
         state = cuda.device_array(tuple(gray.shape) + (spec.CHANNELS,), dtype)
         kern.init_kernel[kern.launch_1d(gray.size)](gray, arr.dtype == np.uint8, state)
         return state, shape, len(shape) == 3
@@ -186,6 +193,16 @@ def _sm_count(cuda):
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
     except Exception:  # the simulator's device has no attributes
         return 1
+
+
+def _count_outside(flat, lo, hi):
+    """Elements of a flat device array outside [lo, hi] or NaN, counted on the device (one scalar comes back)."""
+    cuda = numba_cuda()
+    from ..kernels import cuda as kern
+
+    out = cuda.to_device(np.zeros(1, np.int64))
+    kern.count_outside[kern.launch_1d(flat.size)](flat, np.float32(lo), np.float32(hi), out)
+    return int(out.copy_to_host()[0])
 
 
 def is_device_array(x):

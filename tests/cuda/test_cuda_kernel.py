@@ -130,6 +130,29 @@ def test_device_input_and_output(random_weights):
                         input="state")
 
 
+def test_device_input_is_checked_on_the_device(random_weights):
+    """Device input gets the checks host input gets: a finite state (after the cast to the storage),
+    a float gray image in [0, 1]."""
+    state = random_state((2, 4, 5), seed=6)
+    for value in (np.nan, np.inf, -np.inf):
+        bad = state.copy()
+        bad[1, 3, 4, 19] = value  # the last element: a check that stops one short misses it
+        with pytest.raises(ValueError, match="device state contains NaN or inf"):
+            fastca.simulate(random_weights, cuda.to_device(bad), 1, backend="numba-cuda", input="state")
+    big = state.copy()
+    big[0, 0, 0, 5] = 1e5  # finite in float32, inf once rounded to float16 on the device
+    fastca.simulate(random_weights, cuda.to_device(big), 0, backend="numba-cuda", input="state")
+    with pytest.raises(ValueError, match="float16 range"):
+        fastca.simulate(random_weights, cuda.to_device(big), 0, backend="numba-cuda", input="state", storage="float16")
+    gray = np.full((3, 4), 0.5, np.float32)
+    for value in (1.5, -0.1, np.nan):
+        gray[2, 3] = value
+        with pytest.raises(ValueError, match=r"device gray input must lie in \[0, 1\]"):
+            fastca.simulate(random_weights, cuda.to_device(gray), 0, backend="numba-cuda")
+    gray[2, 3] = 1.0
+    fastca.simulate(random_weights, cuda.to_device(gray), 0, backend="numba-cuda")
+
+
 def test_host_backends_refuse_device_output(random_weights):
     with pytest.raises(ValueError, match="output must be one of"):
         fastca.simulate(random_weights, np.zeros((3, 3), np.uint8), 1, backend="numba-cpu", output="device")
