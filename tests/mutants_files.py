@@ -99,4 +99,9 @@ MUTANTS = {
         "kernels/cuda.py", "    while i < values.size:\n", "    while i < values.size - 1:\n",
         ["tests/cuda/test_cuda_kernel.py::test_device_input_is_checked_on_the_device"],
         "CUDA: the device input check stops one element short (the last channel of the last cell)"),
+    "numba-fresh-cache-is-folder-exists": (
+        "fastca/_numba_setup.py", '    existed = folder.is_dir() and any(folder.rglob("*.nbi"))\n',
+        "    existed = folder.exists()\n",
+        ["tests/test_numba_setup.py::test_an_existing_but_empty_cache_folder_still_counts_as_a_first_run"],
+        "cache: an existing but empty cache folder is taken for a warm cache (no 'compiling' message)"),
 }

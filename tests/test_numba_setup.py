@@ -40,3 +40,27 @@ def test_a_missing_source_is_an_error(monkeypatch):
     monkeypatch.setattr(_numba_setup, "_KERNEL_SOURCES", _numba_setup._KERNEL_SOURCES + ("gone.py",))
     with pytest.raises(ImportError, match="gone.py"):
         _numba_setup.source_hash()
+
+
+def test_an_existing_but_empty_cache_folder_still_counts_as_a_first_run(tmp_path):
+    """The 'compiling' message keys on cached kernels being there, not on the folder existing."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    folder = tmp_path / "fastca" / f"numba-{_numba_setup.source_hash()}"
+    folder.mkdir(parents=True)
+    code = "import fastca; from fastca import _numba_setup as s; print(s.fresh_cache, s.cache_dir)"
+
+    def fresh():
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        flag, where = p.stdout.split()
+        assert where == str(folder)
+        return flag == "True"
+
+    assert fresh()
+    (folder / "sub").mkdir()
+    (folder / "sub" / "kernel.nbi").write_bytes(b"")
+    assert not fresh()
