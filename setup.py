@@ -3,7 +3,7 @@
 from setuptools import setup
 
 setup(
-    packages=["fastca", "fastca.kernels"],
+    packages=["fastca", "fastca.backends", "fastca.cli", "fastca.distributed", "fastca.kernels"],
     package_dir={"fastca": "fastca", "fastca.kernels": "kernels"},
     package_data={"fastca": ["assets/*.npz", "assets/*.md", "assets/play/*", "py.typed"]},
 )

@@ -53,7 +53,7 @@ MUTANTS = {
         "fastca/world.py", "    validate_events(events, world, steps)\n    rng = ", "    rng = ", COST,
         "run_world: events are not validated (nor their cost bounded) before the run"),
     "cli-event-cost-after-work": (
-        "fastca/cli.py", "    validate_events(events, world, args.steps)  # every event checked",
+        "fastca/cli/simulate.py", "    validate_events(events, world, args.steps)  # every event checked",
         "    pass  # every event checked", [f"{CLI}::test_refused_before_the_work[event-cost]"],
         "simulate: events are checked only by run_world, after the banner and the output folder"),
     "cli-stroke-whole-rows": (
@@ -64,43 +64,43 @@ MUTANTS = {
         "stroke: one window for the whole stroke is sent to the simulation (its bounding box, up to the world)"),
     # memory estimate
     "cli-memory-unchecked": (
-        "fastca/cli.py", "    if have is not None and need > 0.8 * have:\n        raise CLIError(f\"this run",
+        "fastca/cli/outputs.py", "    if have is not None and need > 0.8 * have:\n        raise CLIError(f\"this run",
         "    if False:\n        raise CLIError(f\"this run", MEMORY,
         "memory: the estimate is never compared with the available memory"),
     "cli-memory-comparison-flipped": (
-        "fastca/cli.py", "need > 0.8 * have:\n        raise CLIError(f\"this run",
+        "fastca/cli/outputs.py", "need > 0.8 * have:\n        raise CLIError(f\"this run",
         "need < 0.8 * have:\n        raise CLIError(f\"this run", MEMORY,
         "memory: runs that fit are refused and runs that do not are accepted"),
     "cli-memory-frames-ignored": (
-        "fastca/cli.py", " + MEMORY_FRAMES * frame_bytes", "", MEMORY,
+        "fastca/cli/outputs.py", " + MEMORY_FRAMES * frame_bytes", "", MEMORY,
         "memory: the enlarged frame buffers are not counted (--scale 100000 tries to allocate TiBs)"),
     "cli-memory-scale-not-squared": (
-        "fastca/cli.py", "frame_bytes = cells * 3 * scale * scale", "frame_bytes = cells * 3 * scale", MEMORY,
+        "fastca/cli/outputs.py", "frame_bytes = cells * 3 * scale * scale", "frame_bytes = cells * 3 * scale", MEMORY,
         "memory: a frame's size grows with --scale, not its square"),
     "cli-memory-steps-ignored": (
-        "fastca/cli.py", " + steps * MEMORY_PER_STEP", "", MEMORY, "memory: the per-step curves are not counted"),
+        "fastca/cli/outputs.py", " + steps * MEMORY_PER_STEP", "", MEMORY, "memory: the per-step curves are not counted"),
     "cli-memory-mnist-path-unchecked": (
-        "fastca/cli.py", "        _check_size(28, 28, args)\n", "", [f"{CLI}::test_refused_before_the_work[memory-mnist]"],
+        "fastca/cli/simulate.py", "        _check_size(28, 28, args)\n", "", [f"{CLI}::test_refused_before_the_work[memory-mnist]"],
         "memory: --mnist-index skips the estimate"),
     "cli-memory-image-unchecked": (
-        "fastca/cli.py", "                check(im.height, im.width)\n", "                pass\n",
+        "fastca/cli/outputs.py", "                check(im.height, im.width)\n", "                pass\n",
         [f"{CLI}::test_refused_before_the_work[memory-image]"], "memory: --image skips the estimate"),
     # the output folder
     "cli-out-not-test-written": (
-        "fastca/cli.py", '        with open(probe, "wb") as f:\n            f.write(b"\\0" * 4096)\n        os.remove(probe)\n',
+        "fastca/cli/options.py", '        with open(probe, "wb") as f:\n            f.write(b"\\0" * 4096)\n        os.remove(probe)\n',
         "        pass\n", [f"{CLI}::test_refused_before_the_work[out-not-writable]"],
         "output folder: created but never test-written (an unwritable folder fails after the run)"),
     "cli-out-checked-after-work": (
-        "fastca/cli.py", '    _check_out(args.out, animations.names)\n    print(f"fastca simulate:',
+        "fastca/cli/simulate.py", '    _check_out(args.out, animations.names)\n    print(f"fastca simulate:',
         '    print(f"fastca simulate:', [f"{CLI}::test_refused_before_the_work[out-not-writable]"],
         "simulate: the output folder is not checked before the work (its files fail at the end)"),
     "cli-out-folder-names-unchecked": (
-        "fastca/cli.py", "            if os.path.isdir(p):\n                raise CLIError(f\"the output",
+        "fastca/cli/options.py", "            if os.path.isdir(p):\n                raise CLIError(f\"the output",
         "            if False:\n                raise CLIError(f\"the output",
         [f"{CLI}::test_output_name_taken_by_a_folder_fails_before_the_work[metrics.json]"],
         "output folder: an output name taken by a folder is found only when the run writes it"),
     "cli-out-partial-names-unchecked": (
-        "fastca/cli.py", 'for p in (path, f"{path}.partial{os.path.splitext(name)[1]}"):', "for p in (path,):",
+        "fastca/cli/options.py", 'for p in (path, f"{path}.partial{os.path.splitext(name)[1]}"):', "for p in (path,):",
         [f"{CLI}::test_output_name_taken_by_a_folder_fails_before_the_work[final.png.partial.png]"],
         "output folder: a partial file's name taken by a folder is found only at the end of the run"),
     "viz-partial-left-on-failed-close": (
@@ -121,37 +121,37 @@ MUTANTS = {
         "fastca/viz.py", "2 <= width <= MP4_MAX_SIDE)", "2 <= width <= MP4_MAX_SIDE + 1)", SIZES,
         "MP4: a frame one pixel wider than libx264's limit is accepted (ffmpeg then writes an empty file)"),
     "cli-gif-limit-after-work": (
-        "fastca/cli.py", "    if error:\n        raise CLIError(f\"the animation cannot",
+        "fastca/cli/outputs.py", "    if error:\n        raise CLIError(f\"the animation cannot",
         "    if False:\n        raise CLIError(f\"the animation cannot", [f"{CLI}::test_refused_before_the_work[gif-size]"],
         "simulate: GIF frames past 65535 pixels are refused only by the writer, after the banner"),
     "cli-mp4-memory-unchecked": (
-        "fastca/cli.py", " or _mp4_memory_error(h, w, scale, steps)", "",
+        "fastca/cli/outputs.py", " or _mp4_memory_error(h, w, scale, steps)", "",
         [f"{CLI}::test_mp4_left_out_when_its_encoder_would_not_fit"],
         "MP4: ffmpeg's encoder memory (hundreds of bytes a pixel) is not counted (caught where ffmpeg is installed)"),
     # image scaling
     "cli-image-16bit-clipped": (
-        "fastca/cli.py", 'if im.mode not in ("F", "I") and not im.mode.startswith("I;16"):',
+        "fastca/cli/outputs.py", 'if im.mode not in ("F", "I") and not im.mode.startswith("I;16"):',
         'if im.mode not in ("F", "I"):', IMAGES, "images: 16-bit levels are clipped to 0/255 by Pillow's 'L' conversion"),
     "cli-image-16bit-as-8bit": (
-        "fastca/cli.py", "        levels /= 65535.0\n", "        levels /= 255.0\n", IMAGES,
+        "fastca/cli/outputs.py", "        levels /= 65535.0\n", "        levels /= 255.0\n", IMAGES,
         "images: 16-bit levels are divided by 255"),
     "cli-image-signed-float-not-stretched": (
-        "fastca/cli.py", "if lo < 0 or hi > 1:  # not already", "if hi > 1:  # not already", IMAGES,
+        "fastca/cli/outputs.py", "if lo < 0 or hi > 1:  # not already", "if hi > 1:  # not already", IMAGES,
         "images: a float image in [-1, 1] is clipped instead of stretched from its range"),
     "cli-image-int-depth-off-by-one": (
-        "fastca/cli.py", "if hi <= top)", "if hi < top)", IMAGES,
+        "fastca/cli/outputs.py", "if hi <= top)", "if hi < top)", IMAGES,
         "images: 32-bit integers whose maximum is exactly 65535 are scaled as 32-bit (dark)"),
     # numbers checked before any output (item 15)
     "cli-seed-unchecked": (
-        "fastca/cli.py", "if seed is not None and not 0 <= seed < 2**64:", "if False:", NUMBERS,
+        "fastca/cli/options.py", "if seed is not None and not 0 <= seed < 2**64:", "if False:", NUMBERS,
         "--seed -1 fails only after the banner"),
     "cli-seed-off-by-one": (
-        "fastca/cli.py", "not 0 <= seed < 2**64:", "not 0 <= seed <= 2**64:", NUMBERS,
+        "fastca/cli/options.py", "not 0 <= seed < 2**64:", "not 0 <= seed <= 2**64:", NUMBERS,
         "--seed 2**64 passes the up-front check and fails after the banner"),
     "cli-fps-off-by-one": (
-        "fastca/cli.py", 'if getattr(args, "fps", 1) > MAX_FPS:', 'if getattr(args, "fps", 1) >= MAX_FPS:',
+        "fastca/cli/options.py", 'if getattr(args, "fps", 1) > MAX_FPS:', 'if getattr(args, "fps", 1) >= MAX_FPS:',
         [f"{CLI}::test_simulate_mnist_index"], "--fps 100 (GIF's finest delay) is refused"),
     "cli-eval-storage-unchecked": (
-        "fastca/cli.py", "    if args.storage not in info.storages:\n", "    if False:\n", NUMBERS,
+        "fastca/cli/evaluate.py", "    if args.storage not in info.storages:\n", "    if False:\n", NUMBERS,
         "eval: an unknown --storage fails after the banner (caught when the MNIST files are in ../shared)"),
 }

@@ -99,10 +99,10 @@ MUTANTS = {
         ["tests/test_play_browser.py::test_a_full_server_tells_the_page_why_and_a_closed_tab_frees_its_place"],
         "page: a refused tab does not keep the reason on screen (needs Chromium: the test skips without it)"),
     "play-cli-ctrl-c-escapes": (
-        "fastca/cli.py", "    except KeyboardInterrupt:  # Ctrl-C before the server is up (serve handles it later)\n",
+        "fastca/cli/play.py", "    except KeyboardInterrupt:  # Ctrl-C before the server is up (serve handles it later)\n",
         "    except ZeroDivisionError:  # (mutant)\n", [T + "test_fastca_play_stops_cleanly_on_ctrl_c_before_serving"],
         "CLI: Ctrl-C while fastca play starts up (backend probe) prints a traceback"),
     "play-cli-max-sessions-zero": (
-        "fastca/cli.py", "    if args.max_sessions < 1:\n", "    if args.max_sessions < 0:\n",
+        "fastca/cli/play.py", "    if args.max_sessions < 1:\n", "    if args.max_sessions < 0:\n",
         [T + "test_play_options_are_validated"], "CLI: --max-sessions 0 accepted (a server that refuses every tab)"),
 }

@@ -69,12 +69,12 @@ MUTANTS = {
         [T + "test_train_refuses_to_overwrite_a_run_before_any_work"],
         "train: the existing-run check comes after the trainer is built (the digits checked, a checkpoint loaded)"),
     "cli-overwrite-refusal-removed": (
-        "fastca/cli.py", "        check_run_folder(args.out, args.resume, args.overwrite)\n    except",
+        "fastca/cli/train.py", "        check_run_folder(args.out, args.resume, args.overwrite)\n    except",
         "        pass\n    except", [CLI],
         "fastca train: the CLI does not check for an existing run (the library's refusal comes after the data "
         "is read, as a traceback)"),
     "cli-overwrite-check-after-load": (
-        "fastca/cli.py", _CLI_CHECK + _CLI_RECIPE + _CLI_LOAD, _CLI_RECIPE + _CLI_LOAD + _CLI_CHECK, [CLI],
+        "fastca/cli/train.py", _CLI_CHECK + _CLI_RECIPE + _CLI_LOAD, _CLI_RECIPE + _CLI_LOAD + _CLI_CHECK, [CLI],
         "fastca train: the existing-run check comes after the MNIST files are read (the work before the refusal)"),
     "train-sane-checkpoint-check-removed": (
         "fastca/train.py",
@@ -106,7 +106,7 @@ MUTANTS = {
         [T + "test_a_resume_without_a_learning_rate_keeps_the_checkpoints"],
         "train(resume=True): a default config's learning rate replaces the checkpoint's (silently lowered)"),
     "cli-lr-raise-accepted": (
-        "fastca/cli.py", "        lower_lr = \"lr\" in asked and asked[\"lr\"] < saved[\"lr\"]",
+        "fastca/cli/train.py", "        lower_lr = \"lr\" in asked and asked[\"lr\"] < saved[\"lr\"]",
         "        lower_lr = \"lr\" in asked", [CLI],
         "fastca train --resume: a higher --lr is no longer refused (and silently not applied)"),
     "resume-recipe-change-accepted": (

@@ -173,7 +173,7 @@ def test_bad_model_files_are_one_line_errors(tmp_path):
 
 
 def test_memory_estimate_refuses_with_the_numbers(monkeypatch):
-    from fastca import cli
+    from fastca.cli import outputs as cli
 
     monkeypatch.setattr(cli, "_available_memory", lambda: 8 << 30)
     with pytest.raises(cli.CLIError, match=r"needs about .* GiB .* but 8.0 GiB are available"):
@@ -194,7 +194,8 @@ def test_memory_estimate_refuses_with_the_numbers(monkeypatch):
 def test_images_scale_by_their_own_depth(tmp_path):
     """A 16-bit PNG and float TIFFs give the 8-bit picture's cells (no clipping to 0/255, no dark
     float image); light backgrounds are still inverted."""
-    from fastca import cli, data
+    from fastca import data
+    from fastca.cli import outputs as cli
 
     digit = data.sample_digits()[0][0]
     Image.fromarray(digit).save(tmp_path / "d8.png")
@@ -276,7 +277,8 @@ def test_refused_before_the_work(tmp_path, args, fragment):
 
 
 def test_mp4_left_out_when_its_encoder_would_not_fit(monkeypatch, tmp_path):
-    from fastca import cli, viz
+    from fastca import viz
+    from fastca.cli import outputs as cli
 
     if not viz.ffmpeg_available():
         pytest.skip("MP4 needs ffmpeg")
