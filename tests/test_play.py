@@ -403,7 +403,7 @@ def test_fastca_play_stops_cleanly_on_ctrl_c_before_serving(monkeypatch, capsys)
     def interrupted(name):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fastca.cli.backends, "resolve", interrupted)  # Ctrl-C while the backend is probed
+    monkeypatch.setattr(fastca.backends, "resolve", interrupted)  # Ctrl-C while the backend is probed
     try:
         assert fastca.cli.main(["play", "--size", "28"]) == 0
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ Commands import their heavy dependencies (torch, aiohttp, dask) only when they r
 import argparse
 import sys
 
-from .. import backends  # noqa: F401  (fastca.cli.backends stays reachable: tests patch backends.resolve)
 from . import demo, distributed, evaluate, play, simulate, train
 from .options import CLIError, check_numbers
 
