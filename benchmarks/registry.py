@@ -59,3 +59,41 @@ def updated_cells(size, steps=STEPS, seed=0):
     model = fastca.pretrained()
     updates = sum(int(fastca.rng.fire_mask(seed, t, alive, model.fire_rate).sum()) for t in range(steps))
     return float(alive.mean()), updates
+
+
+def described_model(name_or_path, seed=0):
+    """An :class:`fastca.nca.NCA`: a description of :data:`fastca.model.KNOWN` by name with random
+    weights (speed does not depend on their values), or a model file."""
+    from fastca import model
+    from fastca.nca import NCA, load_model
+
+    known = {d.name: d for d in model.KNOWN}
+    if name_or_path in known:
+        return NCA.random(known[name_or_path], seed, scale=0.05)
+    loaded = load_model(name_or_path)
+    return loaded if isinstance(loaded, NCA) else NCA(loaded.description, loaded.arrays(), loaded.name)
+
+
+def described_world(description, size, seed=0, tile=64, radius=20):
+    """A (1, size, size, C) float32 world for ``description``: MNIST digits in its alive channel for a
+    static alive rule; one disc of live cells per ``tile``^2 tile (grown patterns: random values,
+    alive channel 1) for the max-pool rule; random values everywhere without an alive rule."""
+    rng = np.random.default_rng(seed)
+    c = description.channels
+    rule = description.alive.rule
+    if rule == "static":
+        gray, _ = mnist_world(size, seed)
+        return _gray_state(description, gray)
+    state = rng.normal(0, 0.3, (1, size, size, c)).astype(np.float32)
+    if rule == "maxpool":
+        yy, xx = np.mgrid[:size, :size] % tile - tile // 2
+        disc = (yy ** 2 + xx ** 2) <= radius ** 2
+        state *= disc[None, :, :, None]
+        state[0, :, :, description.alive.channel] = disc
+    return state
+
+
+def _gray_state(description, gray):
+    from fastca._state import initial_state
+
+    return initial_state(gray[None], np.float32, description)

@@ -13,17 +13,19 @@ from . import _numba_setup
 
 _numba_setup.configure()  # before any kernel is compiled: cache folder, fork-safe threading layer
 
-from . import data, rng, spec  # noqa: E402
+from . import data, model, rng, spec  # noqa: E402
 from .backends import available_backends  # noqa: E402
 from .distill import load_distill_model  # noqa: E402
 from .metrics import label_map, step_metrics  # noqa: E402
 from .simulate import SimResult, initial_state, mutate, simulate  # noqa: E402
 from .simulation import Simulation  # noqa: E402
-from .weights import NCAWeights
+from .nca import NCA, load_model  # noqa: E402
+from .weights import NCAWeights  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NCA",
     "NCAWeights",
     "PRETRAINED",
     "SimResult",
@@ -33,6 +35,8 @@ __all__ = [
     "initial_state",
     "label_map",
     "load_distill_model",
+    "load_model",
+    "model",
     "mutate",
     "pretrained",
     "rng",

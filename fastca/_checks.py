@@ -106,12 +106,12 @@ def gray_to_float(gray):
     return gray
 
 
-def check_state(state, dtype=np.float32):
-    """Validate a full state (..., H, W, 20); return it as ``dtype`` (B, H, W, 20) plus its leading shape."""
+def check_state(state, dtype=np.float32, channels=spec.CHANNELS):
+    """Validate a full state (..., H, W, C); return it as ``dtype`` (B, H, W, C) plus its leading shape."""
     state = np.asarray(state)
-    if state.ndim not in (3, 4) or state.shape[-1] != spec.CHANNELS:
+    if state.ndim not in (3, 4) or state.shape[-1] != channels:
         raise ValueError(
-            f"state must be (H, W, {spec.CHANNELS}) or (B, H, W, {spec.CHANNELS}), got shape {state.shape}"
+            f"state must be (H, W, {channels}) or (B, H, W, {channels}), got shape {state.shape}"
         )
     if state.dtype.kind != "f":
         raise TypeError(f"state must be a float array, got dtype {state.dtype}")

@@ -1,7 +1,7 @@
 """Numba set-up done once, before any kernel is compiled: the cache folder and the threading layer.
 
 Cache: Numba keys a cached kernel on its own source file only, so after an edit of a
-file it inlines (cell.py, storage.py, rng.py, spec.py) it would load stale machine code.
+file it inlines (dense.py, storage.py, rng.py, spec.py) it would load stale machine code.
 fastca caches into a folder named by a hash of every source that its compiled functions
 use, so any change compiles afresh. When that folder cannot be written (a read-only
 home), a temporary folder is used for this process and a warning says so.
@@ -25,7 +25,7 @@ from pathlib import Path
 KERNEL_LOCK = threading.RLock()
 _PKG = Path(__file__).resolve().parent
 _SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py")
-_KERNEL_SOURCES = ("cell.py", "cpu.py", "dense.py", "storage.py")
+_KERNEL_SOURCES = ("cpu.py", "dense.py", "storage.py")  # generated kernels carry their own text hash
 
 fresh_cache = False  #: True when this process compiles into a new cache folder (the first run)
 cache_dir = None

@@ -156,16 +156,18 @@ def _check_index(ptr, runs, shape):
         raise ValueError("index points outside the state or its runs: it is not this state's alive index")
 
 
-def prepare_targets(labels, batch, height, width, batched):
+def prepare_targets(labels, batch, height, width, batched, classes=spec.N_CLASSES):
     """Turn ``labels`` into a (B, H, W) int16 target map (may be a broadcast view).
 
-    labels: per sample, int or (B,), or per cell, (H, W) / (B, H, W) (-1: no target).
+    labels: per sample, int or (B,), or per cell, (H, W) / (B, H, W) (-1: no target);
+    classes 0..``classes``-1 (MNIST: the digits).
     """
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < -1 or labels.max() > 9):
-        raise ValueError(f"labels must be digits 0..9 (or -1 for none), got range [{labels.min()}, {labels.max()}]")
+    if labels.size and (labels.min() < -1 or labels.max() > classes - 1):
+        what = "digits 0..9" if classes == spec.N_CLASSES else f"classes 0..{classes - 1}"
+        raise ValueError(f"labels must be {what} (or -1 for none), got range [{labels.min()}, {labels.max()}]")
     labels = labels.astype(np.int16)
     per_sample = (batch,) if batched else ()
     per_cell = ((batch,) if batched else ()) + (height, width)
@@ -187,12 +189,13 @@ def from_counts(counts):
     no sample has an alive cell.
     """
     counts = np.asarray(counts)
-    n_alive, n_correct, n_targeted = counts[..., 0], counts[..., 1], counts[..., spec.COUNT_TARGETED]
+    # (B, 2 + classes + 1): the last column counts targeted cells (spec.COUNT_TARGETED for MNIST's 10 classes)
+    n_alive, n_correct, n_targeted = counts[..., 0], counts[..., 1], counts[..., -1]
     total = n_targeted.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.where(total > 0, 100.0 * n_correct.sum(axis=-1) / np.maximum(total, 1), np.nan)
     has = n_alive > 0
-    agree = (counts[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == n_alive) & has
+    agree = (counts[..., 2:-1].max(axis=-1) == n_alive) & has
     with np.errstate(invalid="ignore", divide="ignore"):
         agreement = np.where(has.any(axis=-1), 100.0 * agree.sum(axis=-1) / np.maximum(has.sum(axis=-1), 1), np.nan)
     if counts.ndim == 2:
@@ -230,3 +233,79 @@ def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD, index=None):
     with KERNEL_LOCK:
         _count(kernel_view(state), np.float32(alive_threshold), targets, partial, _row_scratch(state), ptr, runs)
     return partial[:, :-1, :spec.N_COUNTS].sum(axis=0)
+
+
+# -- any model description with a readout (NumPy; the MNIST layout above is compiled) -------------
+
+def mnist_layout(description):
+    """Whether ``description`` (None: the MNIST model) has the MNIST model's alive channel and readout,
+    so the compiled counts above apply."""
+    if description is None:
+        return True
+    r, a = description.readout, description.alive
+    return (description.channels == spec.CHANNELS and r is not None and (r.start, r.classes) == (spec.CLASS_START,
+            spec.N_CLASSES) and a.rule == "static" and a.channel == spec.GRAY)
+
+
+def n_counts(description):
+    """Length of a counts row for ``description``: alive, correct, one per class, targeted (MNIST: 13)."""
+    if description is None or description.readout is None:
+        return spec.N_COUNTS
+    return 2 + description.readout.classes + 1
+
+
+def require_readout(description):
+    """ValueError when ``description`` has no readout (no labels: no label maps, targets or accuracy)."""
+    if description is not None and description.readout is None:
+        raise ValueError(f"model {description.name!r} has no readout (class channels): it has no labels, "
+                         "accuracy or agreement")
+
+
+def _labels_described(description, state):
+    """(label, label or classes): the argmax of the readout channels (first on ties), and the same with
+    ``classes`` ("undecided") where all are negative; both ``classes`` where any is not finite."""
+    r = description.readout
+    cls = np.asarray(state[..., r.start:r.start + r.classes], np.float32)
+    label = np.argmax(cls, axis=-1)
+    finite = np.isfinite(cls).all(axis=-1)
+    label = np.where(finite, label, r.classes)
+    decided = np.where(finite & (cls.max(axis=-1) >= 0), label, r.classes)
+    return label, decided
+
+
+def label_map_described(description, state, alive_threshold):
+    """int8 (B, H, W) labels of a described model's (B, H, W, C) state; DEAD where the alive rule says dead."""
+    from .model import alive_mask
+
+    require_readout(description)
+    d = _with_threshold(description, alive_threshold)
+    label, _ = _labels_described(d, state)
+    return np.where(alive_mask(d, np.asarray(state, np.float32)), label, DEAD).astype(np.int8)
+
+
+def counts_described(description, state, targets, alive_threshold):
+    """Per-sample counts (B, n_counts) of a described model's state against a (B, H, W) target map,
+    in the layout of :data:`fastca.spec.N_COUNTS` with ``readout.classes`` label columns."""
+    from .model import alive_mask
+
+    require_readout(description)
+    d = _with_threshold(description, alive_threshold)
+    k = d.readout.classes
+    alive = alive_mask(d, np.asarray(state, np.float32))
+    label, decided = _labels_described(d, state)
+    targets = np.asarray(targets)
+    out = np.zeros((state.shape[0], 2 + k + 1), np.int64)
+    for b in range(state.shape[0]):
+        a = alive[b]
+        t = targets[b][a]
+        out[b, 0] = a.sum()
+        out[b, 1] = ((label[b][a] == t) & (t >= 0)).sum()
+        out[b, 2:2 + k] = np.bincount(decided[b][a], minlength=k + 1)[:k]
+        out[b, -1] = (t >= 0).sum()
+    return out
+
+
+def _with_threshold(description, threshold):
+    import dataclasses
+
+    return dataclasses.replace(description, alive=dataclasses.replace(description.alive, threshold=float(threshold)))

@@ -212,7 +212,7 @@ class ModelSpec:
             raise ValueError(f"the last layer has {layers[-1].width} outputs but the residual updates "
                              f"{r1 - r0} channels ({r0}..{r1 - 1})")
         object.__setattr__(self, "fire_rate", _float(self.fire_rate, "fire_rate", 0.0, 1.0))
-        object.__setattr__(self, "noise_std", _float(self.noise_std, "noise_std", 0.0, 1e3))
+        object.__setattr__(self, "noise_std", _float(self.noise_std, "noise_std", 0.0, 1e30))
         if not isinstance(self.alive, Alive):
             raise TypeError("alive must be an Alive rule")
         if self.alive.rule != "none" and self.alive.channel >= c:

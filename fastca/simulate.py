@@ -19,7 +19,8 @@ class SimResult:
 
     state: float32 (float16 with ``storage="float16"``), the input's leading shape + (20,)
         (e.g. (H, W, 20) or (B, H, W, 20)).
-    labels: int8 per-cell labels, leading shape of ``state`` without channels; -1 on dead cells.
+    labels: int8 per-cell labels, leading shape of ``state`` without channels; -1 on dead cells
+        (None for a model without a readout).
     accuracy, agreement: float64 (steps,) percent after each step, when ``labels`` was given
         (index i is after step ``start_step + i + 1``), else None.
     """
@@ -36,7 +37,9 @@ class SimResult:
 
     @property
     def alive(self):
-        """Bool map of alive cells."""
+        """Bool map of alive cells (a model with a readout)."""
+        if self.labels is None:
+            raise ValueError("this model has no readout: no labels (use fastca.model.alive_mask on .state)")
         return self.labels != metrics.DEAD
 
     @property
@@ -66,12 +69,15 @@ def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
 def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
              start_step=0, threads=None, progress=None, input="auto", callback=None, output="host",
              storage="float32", origin=(0, 0, 0), on_nonfinite="raise"):
-    """Run the self-classifying MNIST automaton for ``steps`` steps.
+    """Run an automaton for ``steps`` steps: the self-classifying MNIST model, or any described one.
 
     Parameters
     ----------
-    model : NCAWeights
-        The weights (e.g. :func:`fastca.pretrained` or :func:`fastca.load_distill_model`).
+    model : NCAWeights or NCA
+        The MNIST weights (e.g. :func:`fastca.pretrained` or :func:`fastca.load_distill_model`),
+        or any model description with its weights (:class:`fastca.NCA`: then ``x`` is a
+        state with the description's channels, or a gray image for a model whose alive rule
+        reads a static channel; ``labels`` need a readout).
     x : array
         A gray image (H, W) or batch (B, H, W), uint8 or float in [0, 1]; or a full
         state (H, W, 20) / (B, H, W, 20) float (e.g. a previous result's ``state``).
@@ -133,7 +139,7 @@ def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=N
     t0 = time.perf_counter()
     counts = sim.run(steps, callback=callback, progress=progress, targets=targets)
     state = sim.state(output, copy=False)  # waits for the device, so inside the timing
-    label_map = sim.labels(output)
+    label_map = None if sim.description.readout is None else sim.labels(output)
     seconds = time.perf_counter() - t0
     acc = agr = None
     if counts is not None:

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from . import _checks, backends, metrics, spec
+from ._state import gray_channel
 from .backends.base import Params
 from .weights import NCAWeights
 
@@ -19,10 +20,13 @@ class Simulation:
 
     Parameters
     ----------
-    model : NCAWeights
+    model : NCAWeights or NCA
+        The self-classifying MNIST weights, or any model description with its weights
+        (:class:`fastca.NCA`; its state has the description's C channels).
     x : array
-        A gray image (H, W) or batch (B, H, W), uint8 or float in [0, 1]; or a full state
-        (H, W, 20) / (B, H, W, 20). Backends with device input (numba-cuda) also take
+        A gray image (H, W) or batch (B, H, W), uint8 or float in [0, 1] (into the static
+        alive channel: MNIST's gray channel 0); or a full state (H, W, C) / (B, H, W, C)
+        (C = 20 for MNIST; models without a static alive channel take states only). Backends with device input (numba-cuda) also take
         device arrays (Numba, CuPy, torch CUDA), copied on the device.
     backend : str
         A registered backend name or "auto" (see :func:`fastca.backends.resolve`).
@@ -54,8 +58,12 @@ class Simulation:
 
     def __init__(self, model, x, *, backend="auto", seed=0, storage="float32", origin=(0, 0, 0), fire_rate=None,
                  noise=None, start_step=0, input="auto", threads=None, options=None, on_nonfinite="raise"):
-        if not isinstance(model, NCAWeights):
-            raise TypeError(f"model must be NCAWeights (see fastca.pretrained()), got {type(model).__name__}")
+        from .nca import NCA
+
+        if not isinstance(model, (NCAWeights, NCA)):
+            raise TypeError("model must be NCAWeights (see fastca.pretrained()) or an NCA (any model description), "
+                            f"got {type(model).__name__}")
+        self.description = model.description
         seed = _checks.check_seed(seed)
         fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
         dtype = _checks.check_storage(storage)
@@ -79,8 +87,8 @@ class Simulation:
         if not self.info.device_input and is_device_array(x):
             raise TypeError(f"backend {self.info.name!r} takes host arrays; got a device array "
                             "(use a backend with device input, or copy it to the host)")
-        state, self.lead, self.batched = runner_cls.to_state(x, input, dtype)
-        self.shape = tuple(state.shape)  # (B, H, W, 20)
+        state, self.lead, self.batched = runner_cls.to_state(x, input, dtype, self.description)
+        self.shape = tuple(state.shape)  # (B, H, W, C)
         self.model = model
         self.params = Params(seed, fire_rate, noise_std, float(model.alive_threshold), origin, self.threads)
         with self._threads():
@@ -159,8 +167,10 @@ class Simulation:
 
     def targets(self, labels):
         """Prepare per-sample or per-cell target labels (as in :func:`fastca.simulate`) once, on the backend."""
+        metrics.require_readout(self.description)
         n_b, n_h, n_w, _ = self.shape
-        prepared = self._runner.prepare_targets(metrics.prepare_targets(labels, n_b, n_h, n_w, self.batched))
+        classes = self.description.readout.classes
+        prepared = self._runner.prepare_targets(metrics.prepare_targets(labels, n_b, n_h, n_w, self.batched, classes))
         return _Targets(prepared, self.backend, self.shape[:3])
 
     def _handle(self, targets):
@@ -194,23 +204,24 @@ class Simulation:
         device array ("device")."""
         self._check_output(output)
         if output == "device":
-            return self._runner.state.reshape(self.lead + (spec.CHANNELS,))
+            return self._runner.state.reshape(self.lead + (self.shape[-1],))
         state = self._runner.read()
         if self._runner.host_view:  # a host backend's live array: copy unless asked not to
             if copy:
                 state = state.copy()
             else:
                 self._runner.state_written()  # the caller may write it
-        return state.reshape(self.lead + (spec.CHANNELS,))
+        return state.reshape(self.lead + (self.shape[-1],))
 
     def view(self):
         """The state as a read-only NumPy view (a copy on a device backend), the input's leading
         shape + (20,): for reading it often (frames, probes) without copying a host backend's array."""
-        return _read_only(self._runner.read()).reshape(self.lead + (spec.CHANNELS,))
+        return _read_only(self._runner.read()).reshape(self.lead + (self.shape[-1],))
 
     def labels(self, output="host"):
-        """int8 label map (the input's leading shape), -1 on dead cells."""
+        """int8 label map (the input's leading shape), -1 on dead cells (a model with a readout only)."""
         self._check_output(output)
+        metrics.require_readout(self.description)
         return self._runner.output(self._runner.labels(), output).reshape(self.lead)
 
     def mutate(self, new_gray):
@@ -219,6 +230,7 @@ class Simulation:
         new_gray: the input's leading shape ((H, W) or (B, H, W)), uint8 or float in [0, 1].
         Channel 0 becomes the new gray; channels 1..19 are kept where the new gray is alive.
         """
+        gray_channel(self.description)  # a model whose aliveness is a static gray channel only
         g = _checks.gray_to_float(new_gray)
         if g.shape != self.lead:
             raise ValueError(f"new_gray must have shape {self.lead} to match the state, got {g.shape}")
@@ -235,6 +247,7 @@ class Simulation:
         ``sample`` picks the batch entry. Only the affected window travels to the backend.
         """
         n_b, n_h, n_w, _ = self.shape
+        gch = gray_channel(self.description)  # a model whose aliveness is a static gray channel only
         if not (isinstance(sample, numbers.Integral) and 0 <= sample < n_b):
             raise ValueError(f"sample must be an int in 0..{n_b - 1}, got {sample!r}")
         if kind == "set":
@@ -257,7 +270,7 @@ class Simulation:
             if box is None:
                 return
             y0, y1, x0, x1 = box
-            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., spec.GRAY]
+            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., gch]
             yy, xx = np.ogrid[y0:y1, x0:x1]
             window[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 0
             self._runner.write_gray(sample, y0, x0, window[None])
@@ -275,7 +288,7 @@ class Simulation:
             if box is None:
                 return
             y0, y1, x0, x1 = box
-            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., spec.GRAY]
+            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., gch]
             on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], 2 * half)
             window = np.where(on, np.maximum(window, level), window).astype(np.float32)
             self._runner.write_gray(sample, y0, x0, window[None])

@@ -1,8 +1,13 @@
 """PyTorch reference of the automaton step: differentiable, used for training and as a backend.
 
-The state layout is the public one, ``(B, H, W, 20)`` channels last; convolutions run
-on an NCHW view of it with channels_last strides, so no copy is made.
+:class:`TorchNCA` is the self-classifying MNIST model (:mod:`fastca.spec`), state
+``(B, H, W, 20)``; :class:`DescribedNCA` runs any :class:`fastca.model.ModelSpec`, state
+``(B, H, W, C)``. States are channels last; convolutions run on an NCHW view of them with
+channels_last strides, so no copy is made. :func:`shared_randomness` and
+:func:`described_randomness` give each the shared generator's fire mask and noise.
 """
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -143,13 +148,53 @@ def shared_randomness(seed, step, state_np, fire_rate, noise_std, alive_threshol
     return torch.from_numpy(mask), noise
 
 
+def described_randomness(description, seed, step, state_np, fire_rate, noise_std, threshold, origin=(0, 0, 0)):
+    """Fire mask and noise from the shared generator for one step of any description, as torch tensors
+    for :meth:`DescribedNCA.forward`.
+
+    state_np: (B, H, W, C) float32 numpy, channels last; origin: global (sample, row, column)
+    of its first cell; ``fire_rate``, ``noise_std`` and ``threshold`` are the run's (they
+    override the description's). Returns
+
+    - mask: (B, H, W) bool tensor, the cells that update: ``u <= fire_rate``, and-ed with the
+      alive mask under the "static" rule only (under "maxpool" every firing cell updates and
+      the rule zeroes cells afterwards; under "none" every firing cell updates);
+    - noise: (B, H, W, n_updated) float32 tensor of standard normals (channel ``k`` of the
+      draw for state channel ``residual[0] + k``), drawn only at the cells of ``mask`` (zero
+      elsewhere, where it is multiplied by zero anyway), or None when ``noise_std == 0``.
+    """
+    from . import rng
+    from .model import alive_mask
+
+    rule = description.alive.rule
+    if rule == "static":
+        # the threshold of the run, not of the description (a static rule has no neighbourhood,
+        # so only the threshold matters)
+        d = dataclasses.replace(description, alive=dataclasses.replace(description.alive, threshold=threshold))
+        lets = alive_mask(d, state_np)
+    else:
+        lets = np.ones(state_np.shape[:3], bool)
+    mask = rng.fire_mask(seed, step, lets, fire_rate, origin)
+    noise = None
+    if noise_std > 0:
+        n = description.n_updated
+        b, y, x = np.nonzero(mask)
+        dense = np.zeros(mask.shape + (n,), np.float32)
+        ob, oy, ox = (int(v) for v in origin)
+        # std 1.0: the draws are z exactly; forward multiplies by std in float32
+        dense[b, y, x] = rng.noise_at(seed, step, b + ob, y + oy, x + ox, 1.0, n)
+        noise = torch.from_numpy(dense)
+    return torch.from_numpy(mask), noise
+
+
 class DescribedNCA(nn.Module):
     """The step of any :class:`fastca.model.ModelSpec` as a trainable ``nn.Module``.
 
     Parameters are kept in the description's layout (:meth:`ModelSpec.weight_shapes`: HWIO
-    perception, ``(in, out)`` dense layers) under the same names, so :meth:`arrays` and
-    :meth:`from_arrays` round-trip. States are ``(B, H, W, C)`` channels last in any float
-    dtype (float64 for checks against :func:`fastca.model.step_float64`).
+    perception, ``(in, out)`` dense layers) under the same names, so :meth:`arrays` and the
+    constructor round-trip (and :meth:`fastca.NCA.from_torch` reads them). States are
+    ``(B, H, W, C)`` channels last in any float dtype (float64 for checks against
+    :func:`fastca.model.step_float64`).
     """
 
     def __init__(self, description, arrays=None, dtype=torch.float32):
@@ -208,12 +253,22 @@ class DescribedNCA(nn.Module):
         return x
 
     def forward(self, state, fire_mask, noise=None):
-        """One synchronous step. ``fire_mask``: (B, H, W) bool (u <= fire rate); ``noise``: standard normals
-        (B, H, W, n_updated) or None."""
+        """One synchronous step: (B, H, W, C) -> (B, H, W, C), in the state's dtype.
+
+        ``fire_mask``: (B, H, W) bool, the cells whose fire draw ``u <= fire_rate`` (the alive
+        rule is applied here: and-ed with the alive mask under "static", not under "maxpool",
+        whose rule zeroes cells afterwards); ``noise``: (B, H, W, n_updated) standard normals
+        (channel ``k`` goes to state channel ``residual[0] + k``; only its values at updated
+        cells matter) or None for no noise.
+        """
         d = self.description
         ds = self.delta(state)
         if noise is not None and d.noise_std > 0:
-            ds = ds + d.noise_std * noise
+            # ds + std * z with std rounded to the state's dtype first: in float32 this is the
+            # product the shared generator forms (rng.noise_at(..., std, ...) == std * z bit for
+            # bit), so every backend adds the same noise values
+            std = torch.tensor(d.noise_std, dtype=ds.dtype, device=ds.device)
+            ds = ds + std * noise.to(ds.dtype)
         pre = self.alive(state)
         update = fire_mask if d.alive.rule == "maxpool" else fire_mask & pre
         r0, r1 = d.residual

@@ -131,6 +131,16 @@ class NCAWeights:
         return cls(w1, z(spec.HIDDEN), w2, z(spec.HIDDEN), z((spec.HIDDEN, spec.MUTABLE)), z(spec.MUTABLE), **kwargs)
 
     @property
+    def description(self):
+        """The model description (:data:`fastca.model.MNIST`) with these weights' fire rate, noise and threshold."""
+        import dataclasses as dc
+
+        from .model import MNIST
+
+        return dc.replace(MNIST, fire_rate=self.fire_rate, noise_std=self.noise_std,
+                          alive=dc.replace(MNIST.alive, threshold=self.alive_threshold))
+
+    @property
     def n_params(self):
         """Number of trainable parameters (22,499 for the reference architecture)."""
         return sum(getattr(self, k).size for k in spec.WEIGHT_SHAPES)

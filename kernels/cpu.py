@@ -1,55 +1,179 @@
-"""Numba CPU kernel: one fused, in-place automaton step over a batch of grids.
+"""Numba CPU kernel template: one fused, in-place step of a 3x3 neural CA over a batch of grids.
 
-The state ``(B, H, W, 20)`` (C-contiguous; float32, or float16 as uint16 bits, see
+This module is a template (see :mod:`.generate`): its sizes live in the generated block
+below, which :mod:`.cpu_shape` renders for each model description, so every description
+runs its own compiled copy. As shipped, the block holds the self-classifying MNIST model.
+
+The state ``(B, H, W, C)`` (C-contiguous; float32, or float16 as uint16 bits, see
 :mod:`.storage`) is updated in place, so a step needs no second copy of the grid. The
 kernel sees it as ``B*H`` rows (sample after sample) split into bands of consecutive
 rows that run in parallel; a band may span samples (small digits share a band, so
-blocks stay full), and a row's neighbours outside its own sample are zero padding.
+blocks stay full), and a row's neighbours outside its own sample are zero padding (or,
+with ``WRAP``, the other side of the sample: its first and last rows are saved before
+any write, and the padding columns of every loaded row copy its last and first column).
 Before any cell is written, the row just above and just below every band is saved
 as float32 (``halo``); inside a band, rows go top to bottom and each row is read
-into a per-thread ring of ``RING`` float32 rows (``ring``, padded with a zero column
+into a per-thread ring of ``RING`` float32 rows (``ring``, padded with a column
 each side) before any of its cells can be written, so every cell reads step t and
 writes step t+1, and each stored element is converted once per step.
 
-Only cells that are alive and fire are computed, and only the stored values they read
-are loaded. Aliveness depends on channel 0 alone, which no step writes, so the runner
-keeps an index of the alive cells (:func:`alive_index`: per row, runs of alive columns,
-and runs of the columns any alive cell of the row or its two neighbours reads) and the
-kernel trusts it: dead regions are neither read nor scanned. A row's firing cells are
-found from its alive runs in branch-free passes (fire draws, then their columns), and queued into
-a block of up to ``BLOCK`` cells as three addresses each: the runs of 60 floats above,
-at and below the cell in the ring. The MLP reads its inputs there
-(:func:`.cell.mlp_block`; a cell's result depends on that cell alone), the block's noise
-is drawn, and the updates are added back: a cell gets the same bits whatever block,
-band or chunk of a grid it falls in. Blocks may span rows: writing row y late is safe
-because its old values stay in the ring, and a block is flushed early if the ring is
-about to reuse a row that one of its cells reads. Random keys use global coordinates
-(``origin`` + the cell's position). Nothing is allocated inside the kernel.
+Only the cells the runner's index lists (:func:`alive_index`: per row, runs of the cells
+that may update, and runs of the columns any of them reads) are scanned, and only the
+stored values they read are loaded. Under the static alive rule that index is built once
+(the alive channel is never written); with no alive rule it lists every cell; under the
+max-pool rule it is rebuilt before every step (:func:`maxpool_pre`) and the cells that
+are not alive before and after the step are zeroed after it (:func:`maxpool_keep`,
+:func:`zero_dead`). A row's firing cells are found from its runs in branch-free passes
+(fire draws, then their columns), and queued into a block of up to ``BLOCK`` cells as
+three addresses each: the runs of 3C floats above, at and below the cell in the ring.
+The MLP reads its inputs there (:func:`mlp_block`, register-tiled dense layers from
+:mod:`.dense`; a cell's result depends on that cell alone), the block's noise is drawn,
+and the updates are added back: a cell gets the same bits whatever block, band or chunk
+of a grid it falls in. Blocks may span rows: writing row y late is safe because its old
+values stay in the ring, and a block is flushed early if the ring is about to reuse a
+row that one of its cells reads. Random keys use global coordinates (``origin`` + the
+cell's position). Nothing is allocated inside the kernel.
+
+Layouts: a grid row is ``(W, C)`` float32, channels last; weights are one packed,
+cache-line aligned float32 array (:func:`.cpu_shape.pack_weights`: each layer's (in, out)
+matrix with its output width padded to whole vectors, then its bias); block buffers have
+``ROWS`` rows (BLOCK plus the spare rows the dense tiles need); block noise is two (PAIRS,
+ROWS) arrays: ``Z0[p, i]`` is updated channel 2p of cell i, ``Z1[p, i]`` channel 2p+1 (two
+arrays, so the compiler can see the stores never overlap and vectorises).
 """
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-from fastca import rng, spec
+from fastca import rng
+from fastca.kernels import dense
+from fastca.kernels.storage import load, load_row, store
 
-from .cell import BLOCK, C, OUT_PAD, PAIRS, ROWS, add_update, aligned_zeros, mlp_block, noise_block
-from .storage import load, load_row
+# No fast-math, not even FMA contraction: the noise (inlined from fastca.rng) must round
+# exactly as it does for the torch backend. The "numpy" error model drops the division-by-
+# zero check of the noise's logarithm (its divisor is >= 1.7), which would stop vectorisation.
+jit = numba.njit(cache=True, inline="always", error_model="numpy")
 
-spec_is_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
+
+@intrinsic
+def f32_at(typingctx, addr, k):
+    """The float32 at address ``addr`` + 4 ``k`` (the ring runs the block table points to)."""
+    sig = types.float32(types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.FloatType().as_pointer())
+        return builder.load(builder.gep(ptr, [args[1]]))
+
+    return sig, codegen
+
+
+# <generated>
+C = 20  # channels per cell
+R0 = 1  # first channel the residual updates
+OUT = 19  # channels it updates (the last layer's width)
+OUT_PAD = dense.padded(OUT)  # the last layer's width as computed (zero-padded weights)
+ALIVE = 1  # alive rule: 0 none (every cell updates), 1 static, 2 max-pool
+ALIVE_CH = 0  # the channel the alive rule reads
+WRAP = False  # boundary: the other side of the sample (torus) instead of zero padding
+DEPTHWISE = False  # perception: fixed depthwise filters into P (else the first layer reads the ring)
+FEATURES = 1  # columns of P (depthwise features per cell; 1 when unused)
+MAXW = 80  # widest hidden layer as computed (columns of HA and HB)
+WEIGHTS = 57600 + 80 + 6400 + 80 + 80 * OUT_PAD + OUT_PAD  # floats in the packed weights
+
+layer0 = dense.dense_rows((3 * C, 3 * C, 3 * C), 80, True)  # the 3x3 neighbourhood: 3 runs of 3C
+layer1 = dense.dense(80, 80, True)
+layer2 = dense.dense(80, OUT_PAD, False)
+
+
+@jit
+def perceive(table, P, n):
+    """P[i] = the depthwise perception of block cell i < n (unused: a learned perception)."""
+
+
+@jit
+def mlp_block(table, wts, P, HA, HB, D, n):
+    """D[:n] = the MLP of the first n block cells (bias included); see the module docstring."""
+    w = wts.ctypes.data
+    layer0(table.ctypes.data, w, w + 4 * 57600, HA.ctypes.data, n)
+    layer1(HA.ctypes.data, w + 4 * 57680, w + 4 * 64080, HB.ctypes.data, n)
+    layer2(HB.ctypes.data, w + 4 * 64160, w + 4 * (64160 + 80 * OUT_PAD), D.ctypes.data, n)
+# </generated>
+
+PAIRS = (OUT + 1) // 2
+BLOCK = 64  #: cells per block: the block buffers stay in L1/L2
+ROWS = BLOCK + dense.MR_MAX  #: rows of a block buffer
 RING = 6  #: ring rows per thread: a block is flushed before it is full only when it spans RING - 1 rows
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height):
+
+def aligned_zeros(shape, dtype=np.float32, align=64):
+    """C-contiguous zeros whose first element is on an ``align``-byte boundary.
+
+    The dense layers load weight rows and block-buffer rows as whole vectors: on a
+    cache-line boundary none of those loads spans two lines (13% faster MLP, measured on
+    an AVX-512 Xeon).
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+@jit
+def noise_block(keys, n, Z0, Z1, U, Q, A):
+    """Z0[p, i], Z1[p, i] = the standard normal pair ``p`` of block cell i < n (key ``keys[i]``).
+
+    Per pair, one loop draws the random fields of all the cells (64-bit integer work) into
+    U, Q, A ((ROWS,) float32 each), and a second turns them into normals (float32
+    only, so twice as many lanes per vector): the same bits as :func:`fastca.rng.normal_pair`
+    cell by cell (no reassociation, no contraction).
+    """
+    for pair in range(PAIRS):
+        for i in range(n):
+            U[i], Q[i], A[i] = rng.noise_fields(keys[i], pair)
+        for i in range(n):
+            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])
+            Z0[pair, i] = z0
+            Z1[pair, i] = z1
+
+
+@jit
+def add_update(cell, D, Z0, Z1, i, noise_std):
+    """The residual add of block cell i: cell[R0:R0+OUT] += D[i, :OUT] + noise_std * noise (if noise_std > 0).
+
+    cell: (C,) stored state (float32, or float16 bits: the sum is taken in float32 and
+    rounded once); D: mlp_block's output (bias included); Z0, Z1: noise_block's draws.
+    Returns False when a written value is not finite (NaN or inf).
+    """
+    if noise_std > 0:
+        for o in range(OUT):
+            z = Z0[o // 2, i] if o % 2 == 0 else Z1[o // 2, i]
+            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])
+    else:
+        for o in range(OUT):
+            cell[R0 + o] = store(load(cell[R0 + o]) + D[i, o], cell[R0 + o])
+    total = np.float32(0.0)
+    for o in range(OUT):
+        total += load(cell[R0 + o]) * np.float32(0.0)  # NaN if any value is NaN or inf
+    return total == 0
+
+
+# Not inlined: its code (the MLP, the noise) is compiled once, not once per call site (a third of the compile time).
+@numba.njit(cache=True, error_model="numpy")
+def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height):
     """MLP and noise of the n queued cells and their updates; a non-finite result flags band k's sample.
 
-    block: _block_buffers' views; weights: (w1r, b1, w2, b2, w3, b3) as cell.kernel_weights gives them.
+    block: _block_buffers' views; wts: the packed weights.
     """
-    H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys, row_keys, fires = block
-    w1r, b1, w2, b2, w3, b3 = weights
+    P, HA, HB, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys, row_keys, fires = block
     for i in range(n, ROWS):  # rows past n are computed with the last tile: give them readable inputs
         for s in range(3):
             table[i, s] = zero_addr
-    mlp_block(table, w1r, b1, w2, b2, w3, b3, H1, H2, D, n)
+    if DEPTHWISE:
+        perceive(table, P, n)
+    mlp_block(table, wts, P, HA, HB, D, n)
     if noise_std > 0:
         noise_block(keys, n, Z0, Z1, U, Q, A)
     for i in range(n):
@@ -58,28 +182,27 @@ def _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height):
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, noise_std, origin,
-                 bands, nonfinite, halo, ring, floats, ints, keys_all, ptr, runs):
+def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
+                 bands, nonfinite, halo, ring, edges, floats, ints, keys_all, ptr, runs):
     """Advance the state by one step in place.
 
-    rows: the state as (B*H, W, 20) rows (a view of the C-contiguous (B, H, W, 20) state),
-    float32 or uint16 holding float16 bits; height: H. Weights as :func:`.cell.kernel_weights`
-    gives them: w1r (180, 80); b1 (80,); w2 (80, 80); b2 (80,); w3 (80, OUT_PAD); b3
-    (OUT_PAD,), float32 C-contiguous.
-    seed: uint64; step: int64 (the key of this step's random numbers); fire_rate,
-    noise_std: float32; origin: (3,) int64 global (sample, row, column) of the
-    state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1). nonfinite: (K,) int64,
-    set to 1 + the sample of a cell that became non-finite in band k (0: none). Scratch, T >= the
-    number of Numba threads: halo (K, 2, W+2, 20) and ring (T, RING + 1, W+2, 20) float32 (rows
-    with a zero column each side; ring slot RING is a row of zeros); per-thread block buffers
-    floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS) uint64, cut into named
-    arrays by :func:`_block_buffers` (few arguments: a parallel launch allocates per argument).
-    ptr, runs: :func:`alive_index` of the state (it must be current: cells it leaves out are
-    neither updated nor read).
+    rows: the state as (B*H, W, C) rows (a view of the C-contiguous (B, H, W, C) state),
+    float32 or uint16 holding float16 bits; height: H; wts: the packed weights
+    (:func:`.cpu_shape.pack_weights`). seed: uint64; step: int64 (the key of this step's
+    random numbers); fire_rate, noise_std: float32; origin: (3,) int64 global (sample, row,
+    column) of the state's first cell. bands: (K, 2) int64 flat row ranges [r0, r1).
+    nonfinite: (K,) int64, set to 1 + the sample of a cell that became non-finite in band k
+    (0: none). Scratch, T >= the number of Numba threads: halo (K, 2, W+2, C) and ring (T,
+    RING + 1, W+2, C) float32 (padded rows; ring slot RING is a row of zeros); edges (B, 2,
+    W+2, C) float32, each sample's first and last row (``WRAP`` only; else any shape);
+    per-thread block buffers floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS)
+    uint64, cut into named arrays by :func:`_block_buffers` (few arguments: a parallel launch
+    allocates per argument). ptr, runs: :func:`alive_index` of the state (it must be
+    current: cells it leaves out are neither updated nor read).
     """
     n_rows = rows.shape[0]
     width = rows.shape[1]
-    # Pass 1: save the rows that border each band before any band writes.
+    # Pass 1: save the rows that border each band (and, wrapping, each sample) before any band writes.
     for k in numba.prange(bands.shape[0]):
         r0, r1 = bands[k, 0], bands[k, 1]
         _zero_pads(halo[k, 0])
@@ -88,13 +211,16 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
             _load_read(rows, r0 - 1, halo[k, 0], ptr, runs)
         if r1 < n_rows:
             _load_read(rows, r1, halo[k, 1], ptr, runs)
+        if WRAP:  # each sample's first and last rows, for the rows that wrap around to them
+            for b in range((r0 + height - 1) // height, (r1 + height - 1) // height):
+                _load_read(rows, b * height, edges[b, 0], ptr, runs)
+                _load_read(rows, b * height + height - 1, edges[b, 1], ptr, runs)
     # Pass 2: update each band top to bottom.
     for k in numba.prange(bands.shape[0]):
         tid = numba.get_thread_id()
         r0, r1 = bands[k, 0], bands[k, 1]
         block = _block_buffers(floats[tid], ints[tid], keys_all[tid], width)
-        table, ys, xs, cols, keys, row_keys, fires = block[8:]
-        weights = (w1r, b1, w2, b2, w3, b3)
+        table, ys, xs, cols, keys, row_keys, fires = block[9:]
         zero = ring[tid, RING]
         zero[:, :] = 0.0
         zero_addr = zero.ctypes.data
@@ -111,25 +237,36 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
             up = halo[k, 0] if i == 0 else ring[tid, (i - 1) % RING]
             if r + 1 < r1:  # read row r+1 before any block flush below can write row r+1
                 if n > 0 and ys[0] + RING <= r + 2:  # the slot to refill holds a row a queued cell reads
-                    _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
                     n = 0
                 down = ring[tid, (i + 1) % RING]
                 _load_read(rows, r + 1, down, ptr, runs)
             else:
                 down = halo[k, 1]
-            # Padded column x of a row starts the run x-1, x, x+1 of the grid; rows outside the sample are zeros.
-            up_addr = up.ctypes.data if y > 0 else zero_addr
-            down_addr = down.ctypes.data if y + 1 < height else zero_addr
+            # Padded column x of a row starts the run x-1, x, x+1 of the grid; rows outside the sample are
+            # zeros, or (wrapping) the sample's saved last / first row.
+            if y > 0:
+                up_addr = up.ctypes.data
+            elif WRAP:
+                up_addr = edges[b, 1].ctypes.data
+            else:
+                up_addr = zero_addr
+            if y + 1 < height:
+                down_addr = down.ctypes.data
+            elif WRAP:
+                down_addr = edges[b, 0].ctypes.data
+            else:
+                down_addr = zero_addr
             old_addr = old.ctypes.data
             rkey = rng.row_key(seed, step, origin[0] + b, origin[1] + y)
-            # The columns of the row's alive cells (from the index), then of those that fire, in
+            # The columns of the row's listed cells (from the index), then of those that fire, in
             # order; branch-free (a cell is written at the end of the list, which grows only if it fires).
             m = 0
             for s in range(ptr[0, r], ptr[0, r + 1]):
                 for x in range(runs[s, 0], runs[s, 1]):
                     cols[m] = x
                     m += 1
-            for j in range(m):  # keys and fire draws of the alive cells (vectorised: no stores that depend on them)
+            for j in range(m):  # keys and fire draws of the listed cells (vectorised: no stores that depend on them)
                 key = rng.key_in_row(rkey, origin[2] + cols[j])
                 row_keys[j] = key
                 fires[j] = rng.fire_uniform(key) <= fire_rate
@@ -146,48 +283,85 @@ def step_inplace(rows, height, w1r, b1, w2, b2, w3, b3, seed, step, fire_rate, n
                 ys[n], xs[n], keys[n] = r, x, row_keys[j]
                 n += 1
                 if n == BLOCK:
-                    _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
                     n = 0
         if n > 0:
-            _flush(rows, n, block, weights, zero_addr, noise_std, nonfinite, k, height)
+            _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)  # not inlined: called from six places
 def _load_read(rows, r, dst, ptr, runs):
-    """Load into the padded (W+2, 20) float32 row ``dst`` the columns of stored row r that are read
-    (its runs ``ptr[1]`` in :func:`alive_index`); the other columns keep whatever they held."""
+    """Load into the padded (W+2, C) float32 row ``dst`` the columns of stored row r that are read
+    (its runs ``ptr[1]`` in :func:`alive_index`); the other columns keep whatever they held.
+    Wrapping, the padding columns then copy the last and the first column (read runs are whole rows)."""
     for s in range(ptr[1, r], ptr[1, r + 1]):
         a, b = runs[s, 0], runs[s, 1]
         load_row(rows[r, a:b], dst[a + 1:b + 1])
-
-
-@numba.njit(cache=True, parallel=True)
-def _alive_mask(rows, alive_thr, mask):
-    for r in numba.prange(rows.shape[0]):
-        for x in range(rows.shape[1]):
-            mask[r, x] = spec_is_alive(load(rows[r, x, 0]), alive_thr)
+    if WRAP:
+        last = dst.shape[0] - 1
+        for c in range(C):
+            dst[0, c] = dst[last - 1, c]
+            dst[last, c] = dst[1, c]
 
 
 @numba.njit(cache=True, inline="always")
-def _read_flag(mask, r, x):
-    """Whether an alive cell of rows r-1..r+1 reads column x of row r (a 3x3 neighbourhood)."""
-    n_rows, width = mask.shape
-    for q in range(max(r - 1, 0), min(r + 2, n_rows)):
-        for c in range(max(x - 1, 0), min(x + 2, width)):
-            if mask[q, c]:
+def _zero_pads(row):
+    """Zero the padding columns 0 and W+1 of a padded (W+2, C) row."""
+    for c in range(row.shape[1]):
+        row[0, c] = 0.0
+        row[row.shape[0] - 1, c] = 0.0
+
+
+# -- the index of the cells that may update -------------------------------------------------------
+
+@numba.njit(cache=True, parallel=True)
+def _alive_mask(rows, alive_thr, mask):
+    """mask[r, x] = the static rule on stored row r (every cell under no alive rule)."""
+    for r in numba.prange(rows.shape[0]):
+        for x in range(rows.shape[1]):
+            mask[r, x] = load(rows[r, x, ALIVE_CH]) > alive_thr if ALIVE != 0 else True
+
+
+@numba.njit(cache=True, inline="always")
+def _near_in_sample(mask, r, x, height):
+    """Whether mask is set in the 3x3 neighbourhood of (r, x) inside its sample (indices wrap with WRAP)."""
+    width = mask.shape[1]
+    base = (r // height) * height
+    y = r - base
+    for dy in range(-1, 2):
+        if WRAP:
+            q = base + (y + dy) % height
+        elif 0 <= y + dy < height:
+            q = r + dy
+        else:
+            continue
+        for dx in range(-1, 2):
+            if WRAP:
+                if mask[q, (x + dx) % width]:
+                    return True
+            elif 0 <= x + dx < width and mask[q, x + dx]:
                 return True
     return False
 
 
 @numba.njit(cache=True, inline="always")
-def _row_runs(mask, r, kind, runs, o):
-    """Runs [a, b) of row r's alive columns (kind 0) or read columns (kind 1), written from runs[o]
-    when ``runs`` has rows (else only counted); returns their number."""
+def _row_runs(mask, r, kind, runs, o, height):
+    """Runs [a, b) of row r's listed columns (kind 0) or read columns (kind 1), written from runs[o]
+    when ``runs`` has rows (else only counted); returns their number. Wrapping, a row with any read
+    column is read whole (its padding columns copy its edges)."""
     width = mask.shape[1]
+    if WRAP and kind == 1:
+        for x in range(width):
+            if _near_in_sample(mask, r, x, height):
+                if runs.shape[0] > 0:
+                    runs[o, 0] = 0
+                    runs[o, 1] = width
+                return 1
+        return 0
     n = 0
     start = -1
     for x in range(width + 1):
-        flag = x < width and (mask[r, x] != 0 if kind == 0 else _read_flag(mask, r, x))
+        flag = x < width and (mask[r, x] != 0 if kind == 0 else _near_in_sample(mask, r, x, height))
         if flag and start < 0:
             start = x
         elif not flag and start >= 0:
@@ -200,50 +374,100 @@ def _row_runs(mask, r, kind, runs, o):
 
 
 @numba.njit(cache=True, parallel=True)
-def _index_from_mask(mask):
+def index_counts(mask, height, ptr):
+    """Fill ptr (2, N+1) int64 for :func:`index_fill`: offsets of each row's runs; returns the run count."""
     n_rows = mask.shape[0]
-    counts = np.zeros((2, n_rows + 1), np.int64)
     none = np.empty((0, 2), np.int32)
     for r in numba.prange(n_rows):
-        counts[0, r + 1] = _row_runs(mask, r, 0, none, 0)
-        counts[1, r + 1] = _row_runs(mask, r, 1, none, 0)
-    ptr = np.empty((2, n_rows + 1), np.int64)
+        ptr[0, r + 1] = _row_runs(mask, r, 0, none, 0, height)
+        ptr[1, r + 1] = _row_runs(mask, r, 1, none, 0, height)
     ptr[0, 0] = 0
     for r in range(n_rows):
-        ptr[0, r + 1] = ptr[0, r] + counts[0, r + 1]
-    ptr[1, 0] = ptr[0, n_rows]  # the read runs follow the alive runs in one array
+        ptr[0, r + 1] += ptr[0, r]
+    ptr[1, 0] = ptr[0, n_rows]  # the read runs follow the listed runs in one array
     for r in range(n_rows):
-        ptr[1, r + 1] = ptr[1, r] + counts[1, r + 1]
-    runs = np.empty((ptr[1, n_rows], 2), np.int32)
-    for r in numba.prange(n_rows):
-        _row_runs(mask, r, 0, runs, ptr[0, r])
-        _row_runs(mask, r, 1, runs, ptr[1, r])
+        ptr[1, r + 1] += ptr[1, r]
+    return ptr[1, n_rows]
+
+
+@numba.njit(cache=True, parallel=True)
+def index_fill(mask, height, ptr, runs):
+    """Write the runs that :func:`index_counts` counted into runs (at least that many rows, int32)."""
+    for r in numba.prange(mask.shape[0]):
+        _row_runs(mask, r, 0, runs, ptr[0, r], height)
+        _row_runs(mask, r, 1, runs, ptr[1, r], height)
+
+
+def index_from_mask(mask, height):
+    """(ptr (2, N+1) int64, runs (R, 2) int32) of an (N, W) uint8 mask of the cells to list (see alive_index)."""
+    ptr = np.zeros((2, mask.shape[0] + 1), np.int64)
+    runs = np.empty((index_counts(mask, height, ptr), 2), np.int32)
+    index_fill(mask, height, ptr, runs)
     return ptr, runs
 
 
-def alive_index(rows, alive_thr):
-    """Where the alive cells of the state are, and which stored values they read.
+def alive_index(rows, alive_thr, height=None):
+    """Where the cells that may update are, and which stored values they read.
 
-    rows: the state as (N, W, 20) rows (as :func:`step_inplace` takes it); alive_thr: float32.
-    Returns (ptr (2, N+1) int64, runs (R, 2) int32): ``runs[ptr[0, r]:ptr[0, r+1]]`` are the
-    [start, stop) column runs of row r's alive cells, ``runs[ptr[1, r]:ptr[1, r+1]]`` those of
-    the columns of row r that an alive cell of rows r-1..r+1 reads (its 3x3 neighbourhood;
-    rows are flat, so neighbours across a sample boundary count too: harmless extra loads).
-    Valid as long as channel 0 does not change (steps never write it). Builds an (N, W) uint8
-    mask on the way (1/80 of a float32 state), freed on return.
+    rows: the state as (N, W, C) rows (as :func:`step_inplace` takes it); alive_thr: float32;
+    height: rows per sample (only wrapping needs it; default N). Returns (ptr (2, N+1) int64,
+    runs (R, 2) int32): ``runs[ptr[0, r]:ptr[0, r+1]]`` are the [start, stop) column runs of
+    row r's alive cells under the static rule (every cell under no rule),
+    ``runs[ptr[1, r]:ptr[1, r+1]]`` those of the columns of row r that a listed cell of rows
+    r-1..r+1 reads (its 3x3 neighbourhood). Valid as long as the alive channel does not
+    change (steps never write it). Builds an (N, W) uint8 mask on the way, freed on return.
     """
     mask = np.empty(rows.shape[:2], np.uint8)
     _alive_mask(rows, alive_thr, mask)
-    return _index_from_mask(mask)
+    return index_from_mask(mask, rows.shape[0] if height is None else height)
 
 
-@numba.njit(cache=True, inline="always")
-def _zero_pads(row):
-    """Zero the padding columns 0 and W+1 of a padded (W+2, 20) row."""
-    for c in range(row.shape[1]):
-        row[0, c] = 0.0
-        row[row.shape[0] - 1, c] = 0.0
+# -- the max-pool alive rule --------------------------------------------------------------------
 
+@numba.njit(cache=True, parallel=True)
+def _above(rows, alive_thr, hot):
+    for r in numba.prange(rows.shape[0]):
+        for x in range(rows.shape[1]):
+            hot[r, x] = load(rows[r, x, ALIVE_CH]) > alive_thr
+
+
+@numba.njit(cache=True, parallel=True)
+def _dilate(mask, height, out, only):
+    """out = mask dilated by the 3x3 neighbourhood in each sample, and (when ``only`` has rows) only where only is set."""
+    for r in numba.prange(mask.shape[0]):
+        for x in range(mask.shape[1]):
+            out[r, x] = _near_in_sample(mask, r, x, height) and (only.shape[0] == 0 or only[r, x] != 0)
+
+
+def maxpool_pre(rows, height, alive_thr, hot, pre, act):
+    """Before a step under the max-pool rule: pre = the rule on the state (the 3x3 max of channel
+    ALIVE_CH in the sample > thr); act = the cells within one cell of a pre cell (their updates
+    decide the rule after the step). hot: scratch; all (N, W) uint8."""
+    none = hot[:0]
+    _above(rows, alive_thr, hot)
+    _dilate(hot, height, pre, none)
+    _dilate(pre, height, act, none)
+
+
+def maxpool_keep(rows, height, alive_thr, hot, pre, keep):
+    """After a step under the max-pool rule: keep = pre and the rule on the new state."""
+    _above(rows, alive_thr, hot)
+    _dilate(hot, height, keep, pre)
+
+
+@numba.njit(cache=True, parallel=True)
+def zero_dead(rows, live, act, keep):
+    """Zero every cell that may hold values (``live``: kept by the last step; ``act``: updated by this
+    one) and is not kept; then live = keep. Every other cell is zero already."""
+    for r in numba.prange(rows.shape[0]):
+        for x in range(rows.shape[1]):
+            if (live[r, x] or act[r, x]) and not keep[r, x]:
+                for c in range(C):
+                    rows[r, x, c] = store(np.float32(0.0), rows[r, x, c])
+            live[r, x] = keep[r, x]
+
+
+# -- buffers --------------------------------------------------------------------------------------
 
 def make_bands(batch, height, rows=None):
     """Split the B*H rows into bands of consecutive rows: (K, 2) int64 of [r0, r1).
@@ -261,20 +485,25 @@ def make_bands(batch, height, rows=None):
     return np.stack([starts, np.minimum(starts + rows, total)], axis=1)
 
 
+_P_SIZE = -(-ROWS * FEATURES // 16) * 16  # every buffer starts on a cache line
+_H_SIZE = -(-ROWS * MAXW // 16) * 16
+
+
 @numba.njit(cache=True, inline="always")
 def _block_buffers(floats, ints, keys, width):
     """One thread's block buffers as views of its three scratch rows (see scratch_buffers).
 
-    Returns H1, H2 (ROWS, 80), D (ROWS, OUT_PAD), Z0, Z1 (PAIRS, ROWS), U, Q, A (ROWS,) float32;
-    table (ROWS, 3), ys, xs (BLOCK,) (flat row and column of each queued cell), cols (W,)
-    int64; keys (BLOCK,) (the queued cells' random keys), row_keys (W,) uint64; fires (W,) int64. Separate
-    ranges of one array: the compiler checks at run time that they do not overlap, and
-    vectorises.
+    Returns P (ROWS, FEATURES), HA, HB (ROWS, MAXW), D (ROWS, OUT_PAD), Z0, Z1 (PAIRS, ROWS),
+    U, Q, A (ROWS,) float32; table (ROWS, 3), ys, xs (BLOCK,) (flat row and column of each
+    queued cell), cols (W,) int64; keys (BLOCK,) (the queued cells' random keys), row_keys
+    (W,) uint64; fires (W,) int64. Separate ranges of one array: the compiler checks at run
+    time that they do not overlap, and vectorises.
     """
-    h = ROWS * spec.HIDDEN
-    H1 = floats[:h].reshape(ROWS, spec.HIDDEN)
-    H2 = floats[h:2 * h].reshape(ROWS, spec.HIDDEN)
-    o = 2 * h
+    P = floats[:ROWS * FEATURES].reshape(ROWS, FEATURES)
+    o = _P_SIZE
+    HA = floats[o:o + ROWS * MAXW].reshape(ROWS, MAXW)
+    HB = floats[o + _H_SIZE:o + _H_SIZE + ROWS * MAXW].reshape(ROWS, MAXW)
+    o += 2 * _H_SIZE
     D = floats[o:o + ROWS * OUT_PAD].reshape(ROWS, OUT_PAD)
     o += ROWS * OUT_PAD
     Z0 = floats[o:o + PAIRS * ROWS].reshape(PAIRS, ROWS)
@@ -286,18 +515,19 @@ def _block_buffers(floats, ints, keys, width):
     o = 3 * ROWS
     ys, xs, cols = ints[o:o + BLOCK], ints[o + BLOCK:o + 2 * BLOCK], ints[o + 2 * BLOCK:o + 2 * BLOCK + width]
     fires = ints[o + 2 * BLOCK + width:o + 2 * BLOCK + 2 * width]
-    return H1, H2, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys[:BLOCK], keys[BLOCK:BLOCK + width], fires
+    return (P, HA, HB, D, Z0, Z1, U, Q, A, table, ys, xs, cols, keys[:BLOCK], keys[BLOCK:BLOCK + width], fires)
 
 
-def scratch_buffers(n_bands, width, threads_max):
-    """Allocate the kernel's scratch once per simulation: (halo, ring, floats, ints, keys)."""
-    floats = 2 * ROWS * spec.HIDDEN + ROWS * OUT_PAD + 2 * PAIRS * ROWS + 3 * ROWS  # as _block_buffers cuts them
-    floats = -(-floats // 16) * 16  # each thread's row starts on a cache line, like H1, H2 and D in it
+def scratch_buffers(n_bands, batch, width, threads_max):
+    """Allocate the kernel's scratch once per simulation: (halo, ring, edges, floats, ints, keys)."""
+    floats = _P_SIZE + 2 * _H_SIZE + ROWS * OUT_PAD + 2 * PAIRS * ROWS + 3 * ROWS  # as _block_buffers cuts them
+    floats = -(-floats // 16) * 16  # each thread's row starts on a cache line, like HA, HB and D in it
     ints = 3 * ROWS + 2 * BLOCK + 2 * width
     keys = BLOCK + width
     return (
-        np.zeros((n_bands, 2, width + 2, spec.CHANNELS), np.float32),
-        np.zeros((threads_max, RING + 1, width + 2, spec.CHANNELS), np.float32),
+        np.zeros((n_bands, 2, width + 2, C), np.float32),
+        np.zeros((threads_max, RING + 1, width + 2, C), np.float32),
+        np.zeros((batch if WRAP else 1, 2, width + 2, C), np.float32),
         aligned_zeros((threads_max, floats)),
         np.zeros((threads_max, ints), np.int64),
         np.zeros((threads_max, keys), np.uint64),

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU_TESTS = ["tests/test_oracle.py", "tests/test_rules.py", "tests/test_equivalence.py", "tests/test_storage.py",
              "tests/test_engine.py", "tests/test_api.py"]
 CUDA_TESTS = ["tests/cuda/test_cuda_kernel.py"]
+DESC_TESTS = ["tests/test_descriptions.py", "tests/test_descriptions_torch.py"]
 
 # name: (file, original text, mutated text, tests to run, what the bug is)
 MUTANTS = {
@@ -56,31 +57,62 @@ MUTANTS = {
         "kernels/cpu.py", "ys[0] + RING <= r + 2:", "ys[0] + RING <= r + 1:", CPU_TESTS,
         "CPU: a block is flushed one row too late, after the ring reused a row that one of its cells reads"),
     "cpu-channel-offset": (
-        "kernels/cell.py",
-        "            cell[1 + o] = store(load(cell[1 + o]) + (D[i, o] + z * noise_std), cell[1 + o])\n",
-        "            cell[o] = store(load(cell[o]) + (D[i, o] + z * noise_std), cell[o])\n", CPU_TESTS,
+        "kernels/cpu.py",
+        "            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])\n",
+        "            cell[R0 - 1 + o] = store(load(cell[R0 - 1 + o]) + (D[i, o] + z * noise_std), cell[R0 - 1 + o])\n",
+        CPU_TESTS,
         "CPU: update written one channel too low (the gray channel changes)"),
     "cpu-fire-strict": (
         "kernels/cpu.py", "fires[j] = rng.fire_uniform(key) <= fire_rate",
         "fires[j] = rng.fire_uniform(key) < fire_rate", CPU_TESTS,
         "CPU: `<` instead of `<=` in the fire rule"),
     "cpu-noise-pair-swapped": (
-        "kernels/cell.py", "            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])\n",
+        "kernels/cpu.py", "            z0, z1 = rng.normal_from_fields(U[i], Q[i], A[i])\n",
         "            z1, z0 = rng.normal_from_fields(U[i], Q[i], A[i])\n", CPU_TESTS,
         "CPU: the two normals of a pair swapped"),
     "cpu-float16-rounded-twice": (
-        "kernels/cell.py",
-        "            cell[1 + o] = store(load(cell[1 + o]) + (D[i, o] + z * noise_std), cell[1 + o])\n",
-        "            cell[1 + o] = store(load(cell[1 + o]) + load(store(D[i, o] + z * noise_std, cell[1 + o])),"
-        " cell[1 + o])\n", CPU_TESTS, "CPU: float16 storage rounds the update, then the sum (twice)"),
+        "kernels/cpu.py",
+        "            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])\n",
+        "            cell[R0 + o] = store(load(cell[R0 + o]) + load(store(D[i, o] + z * noise_std, cell[R0 + o])),"
+        " cell[R0 + o])\n", CPU_TESTS, "CPU: float16 storage rounds the update, then the sum (twice)"),
     "cpu-wrong-bias": (
-        "kernels/cell.py", "w1r.ctypes.data, b1.ctypes.data", "w1r.ctypes.data, b2.ctypes.data", CPU_TESTS,
+        "kernels/cpu_shape.py", "w + {4 * x.w_off}, w + {4 * x.b_off}, {target}",
+        "w + {4 * x.w_off}, w + {4 * layers[min(i + 1, len(layers) - 1)].b_off}, {target}", CPU_TESTS,
         "CPU: the first layer adds the second layer's bias"),
     "cpu-block-flushed-early": (
         "kernels/cpu.py",
         "                if n == BLOCK:\n                    _flush(rows, n, ",
         "                if n == BLOCK:\n                    _flush(rows, n - 1, ",
         CPU_TESTS, "CPU: a full block is flushed without its last cell"),
+    "desc-layer-width-off-by-one": (
+        "kernels/cpu_shape.py", "        block[:w.shape[0], :x.out] = w\n",
+        "        block[:w.shape[0], :x.out - (i == 1)] = w[:, :x.out - (i == 1)]\n", CPU_TESTS + DESC_TESTS,
+        "CPU, any description: the second learned layer computes one output too few (its last unit is zero)"),
+    "desc-filter-wrong-channel": (
+        "kernels/cpu_shape.py", "f32_at(runs[{i}], {j * d.channels} + c)",
+        "f32_at(runs[{i}], {j * d.channels} + (c + 1) % {d.channels})", DESC_TESTS,
+        "CPU, depthwise perception: each filter reads the next channel"),
+    "desc-depthwise-rows-not-permuted": (
+        "kernels/cpu_shape.py", "w = w.reshape(c, n_f, -1).transpose(1, 0, 2).reshape(n_f * c, -1)",
+        "w = w.reshape(n_f * c, -1)", DESC_TESTS,
+        "CPU, depthwise perception: the first layer's rows left channel-major while P is filter-major"),
+    "desc-maxpool-post-mask-skipped": (
+        "fastca/backends/numba_cpu.py",
+        "                self._k.maxpool_keep(self._rows, self._height, self._thr, self._hot, self._pre, self._keep)\n",
+        "                self._keep[:] = self._pre\n", DESC_TESTS,
+        "CPU, max-pool rule: the alive test after the update skipped (cells alive before are kept)"),
+    "desc-maxpool-not-dilated": (
+        "kernels/cpu.py", "    _dilate(pre, height, act, none)\n", "    act[:] = pre\n", DESC_TESTS,
+        "CPU, max-pool rule: only cells alive before update; their dead neighbours' updates are lost"),
+    "desc-wrap-pad-zero": (
+        "kernels/cpu.py", "            dst[0, c] = dst[last - 1, c]\n", "            dst[0, c] = 0.0\n", DESC_TESTS,
+        "CPU, wrap boundary: the left padding column is zero instead of the row's last column"),
+    "desc-wrap-edges-unsaved": (
+        "kernels/cpu.py", "                _load_read(rows, b * height + height - 1, edges[b, 1], ptr, runs)\n", "", DESC_TESTS,
+        "CPU, wrap boundary: a sample's last row is not saved for its first row's neighbours"),
+    "desc-residual-start": (
+        "kernels/cpu_shape.py", 'f"R0 = {d.residual[0]}",', 'f"R0 = {max(d.residual[0] - 1, 0)}",', DESC_TESTS,
+        "CPU, any description: the update written one channel too low when the residual does not start at 0"),
     "cpu-last-tile-dropped": (
         "kernels/dense.py", "tiles = builder.udiv(builder.add(n, const(mr - 1)), const(mr))",
         "tiles = builder.udiv(n, const(mr))", CPU_TESTS,
@@ -97,14 +129,17 @@ MUTANTS = {
         "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
         "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
     "cpu-index-reads-not-dilated": (
-        "kernels/cpu.py", "for c in range(max(x - 1, 0), min(x + 2, width)):", "for c in range(x, x + 1):",
+        "kernels/cpu.py", "        for dx in range(-1, 2):\n            if WRAP:\n                if mask[q, (x + dx) % width]:",
+        "        for dx in range(0, 1):\n            if WRAP:\n                if mask[q, (x + dx) % width]:",
         CPU_TESTS, "CPU: the alive index loads only alive columns, not their dead neighbours (stale reads)"),
     "cpu-index-reads-own-row": (
-        "kernels/cpu.py", "for q in range(max(r - 1, 0), min(r + 2, n_rows)):", "for q in range(r, r + 1):",
+        "kernels/cpu.py", "    for dy in range(-1, 2):\n        if WRAP:\n            q = base + (y + dy) % height\n        elif 0 <= y + dy < height:\n            q = r + dy\n        else:\n            continue\n        for dx in range(-1, 2):\n            if WRAP:\n                if mask",
+        "    for dy in range(0, 1):\n        if WRAP:\n            q = base + (y + dy) % height\n        elif 0 <= y + dy < height:\n            q = r + dy\n        else:\n            continue\n        for dx in range(-1, 2):\n            if WRAP:\n                if mask",
         CPU_TESTS, "CPU: a row's loads ignore the alive cells of the rows above and below"),
     "cpu-index-stale-after-mutate": (
-        "fastca/backends/base.py", "        mutate_host(window, gray, self.params.alive_threshold)\n        self.state_written()\n",
-        "        mutate_host(window, gray, self.params.alive_threshold)\n", CPU_TESTS,
+        "fastca/backends/base.py",
+        "        mutate_host(window, gray, self.params.alive_threshold, self.description)\n        self.state_written()\n",
+        "        mutate_host(window, gray, self.params.alive_threshold, self.description)\n", CPU_TESTS,
         "CPU: the alive index is kept after a mutation or an edit changed which cells are alive"),
     "cpu-index-stale-after-live-write": (
         "fastca/simulation.py", "                self._runner.state_written()  # the caller may write it\n",

@@ -6,17 +6,17 @@ NONFINITE_CUDA = ["tests/test_nonfinite.py::test_cuda_kernel_flags_every_channel
 MUTANTS = {
     # The kernels' non-finite flag (issue 29): each weakening misses some channel or value.
     "cpu-nonfinite-nan-only": (
-        "kernels/cell.py",
-        "        total += load(cell[1 + o]) * np.float32(0.0)  # NaN if any value is NaN or inf\n",
-        "        v = load(cell[1 + o])\n"
+        "kernels/cpu.py",
+        "        total += load(cell[R0 + o]) * np.float32(0.0)  # NaN if any value is NaN or inf\n",
+        "        v = load(cell[R0 + o])\n"
         "        total += v if v != v else np.float32(0.0)\n",
         NONFINITE_CPU, "CPU: the residual add flags NaN only, not +-inf"),
     "cpu-nonfinite-last-channel-skipped": (
-        "kernels/cell.py", "    for o in range(OUT):\n        total += load(",
+        "kernels/cpu.py", "    for o in range(OUT):\n        total += load(",
         "    for o in range(OUT - 1):\n        total += load(", NONFINITE_CPU,
         "CPU: the residual add's finiteness check skips the last channel"),
     "cpu-nonfinite-comparison-flipped": (
-        "kernels/cell.py", "    return total == 0\n", "    return total != 0\n", NONFINITE_CPU,
+        "kernels/cpu.py", "    return total == 0\n", "    return total != 0\n", NONFINITE_CPU,
         "CPU: the finiteness check flipped (finite cells flagged, non-finite ones not)"),
     "cpu-nonfinite-wrong-sample": (
         "kernels/cpu.py", "            nonfinite[k] = 1 + ys[i] // height\n", "            nonfinite[k] = 1\n",

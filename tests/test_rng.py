@@ -96,7 +96,9 @@ def test_log_within_a_few_ulp_over_its_whole_domain():
 def test_vectorised_noise_equals_one_cell_at_a_time():
     # The CPU kernel draws a block's noise pair by pair over all its cells; the bits must be
     # those of normal_pair cell by cell (what torch and the oracle use).
-    from fastca.kernels import cell
+    from fastca.kernels import cpu_shape
+
+    cell = cpu_shape.kernel(fastca.model.MNIST)
 
     keys = np.random.default_rng(1).integers(0, 2**63, 37).astype(np.uint64)
     z0 = np.zeros((cell.PAIRS, cell.ROWS), np.float32)

@@ -148,32 +148,38 @@ class HostRunner:
     def nonfinite(self):
         """The sample of a cell that became non-finite since the last call (None: none)."""
         state = self.read()
-        ok = np.isfinite(state[..., 1:].reshape(state.shape[0], -1)).all(axis=1)
+        ok = np.isfinite(state.reshape(state.shape[0], -1)).all(axis=1)
         return None if ok.all() else int(np.argmin(ok))
 
-    def __init__(self, params):
+    def __init__(self, params, description=None):
         self.params = params
+        self.description = description  #: the model description (None: the MNIST model)
         self._thr = np.float32(params.alive_threshold)
 
     @classmethod
-    def to_state(cls, x, input_kind, dtype=np.float32):
-        """A host copy of the input as a (B, H, W, 20) state (see :func:`fastca._state.host_state`)."""
-        return host_state(x, input_kind, dtype)
+    def to_state(cls, x, input_kind, dtype=np.float32, description=None):
+        """A host copy of the input as a (B, H, W, C) state (see :func:`fastca._state.host_state`)."""
+        return host_state(x, input_kind, dtype, description)
 
     def prepare_targets(self, targets):
         return targets
 
     def new_counts(self, n):
-        return np.zeros((n, self.read().shape[0], spec.N_COUNTS), np.int64)
+        return np.zeros((n, self.read().shape[0], metrics.n_counts(self.description)), np.int64)
 
     def count(self, handle, buf, i):
-        buf[i] = metrics.counts(self.read(), handle, self._thr)
+        if metrics.mnist_layout(self.description):
+            buf[i] = metrics.counts(self.read(), handle, self._thr)
+        else:
+            buf[i] = metrics.counts_described(self.description, self.read(), handle, self._thr)
 
     def counts_host(self, buf):
         return buf
 
     def labels(self):
-        return metrics.label_map(self.read(), self._thr)
+        if metrics.mnist_layout(self.description):
+            return metrics.label_map(self.read(), self._thr)
+        return metrics.label_map_described(self.description, self.read(), self._thr)
 
     def output(self, array, output):
         if output != "host":
@@ -189,5 +195,5 @@ class HostRunner:
 
     def write_gray(self, b0, y0, x0, gray):
         window = self.read()[b0 : b0 + gray.shape[0], y0 : y0 + gray.shape[1], x0 : x0 + gray.shape[2]]
-        mutate_host(window, gray, self.params.alive_threshold)
+        mutate_host(window, gray, self.params.alive_threshold, self.description)
         self.state_written()

@@ -4,36 +4,45 @@ import sys
 
 import numpy as np
 
-from .. import _numba_setup, metrics, spec
+from .. import _numba_setup
 from .._numba_setup import KERNEL_LOCK
 from .base import BackendInfo, HostRunner, register
 
 
 class NumbaCPU(HostRunner):
-    """Fused in-place Numba CPU kernel; float32 or float16 (as uint16 bits) state storage.
+    """Fused in-place Numba CPU kernel of the model's description (generated per description, see
+    :mod:`fastca.kernels.cpu_shape`); float32 or float16 (as uint16 bits) state storage.
 
     Option ``band_rows``: rows per parallel band (default: 64, or 256 for samples shorter
     than 64 rows); results do not depend on it.
     """
 
     def __init__(self, weights, state, params, band_rows=None):
-        super().__init__(params)
+        description = weights.description
+        super().__init__(params, description)
         import numba
 
-        from ..kernels import cell, cpu
+        from ..kernels import cpu_shape
         from ..kernels.storage import kernel_view
 
-        self._kernel = cpu.step_inplace
-        _announce_compilation(self._kernel)
+        self._k = cpu_shape.kernel(description)
+        self._kernel = self._k.step_inplace
+        _announce_compilation(self._k)
         self.state = state  # float32, or float16 (storage="float16")
-        n_b, n_h, n_w, _ = state.shape
-        self._rows = kernel_view(state).reshape(n_b * n_h, n_w, spec.CHANNELS)  # a view: the kernel's layout
-        self._index = None  # cpu.alive_index of the state, built before the next step when None
+        n_b, n_h, n_w, n_c = state.shape
+        self._rows = kernel_view(state).reshape(n_b * n_h, n_w, n_c)  # a view: the kernel's layout
+        self._rule = description.alive.rule
+        self._index = None  # the index of the cells that may update, built before the next step when None
         self._height = n_h
-        self._bands = cpu.make_bands(n_b, n_h, band_rows)
+        self._bands = self._k.make_bands(n_b, n_h, band_rows)
         self._nonfinite = np.zeros(len(self._bands), np.int64)
-        self._scratch = cpu.scratch_buffers(len(self._bands), n_w, numba.config.NUMBA_NUM_THREADS)
-        self._weights = cell.kernel_weights(weights)
+        self._scratch = self._k.scratch_buffers(len(self._bands), n_b, n_w, numba.config.NUMBA_NUM_THREADS)
+        self._weights = cpu_shape.pack_weights(description, weights.arrays())
+        if self._rule == "maxpool":  # masks (N, W) uint8: scratch, before, near before, kept, kept last step
+            self._hot, self._pre, self._act, self._keep, self._live = np.zeros((5, n_b * n_h, n_w), np.uint8)
+            self._live[:] = 1  # unknown: any cell may hold values
+            self._ptr = np.zeros((2, n_b * n_h + 1), np.int64)
+            self._runs = np.zeros((0, 2), np.int32)
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
                       np.asarray(p.origin, np.int64))
@@ -49,32 +58,52 @@ class NumbaCPU(HostRunner):
 
         seed, fire_rate, noise_std, origin = self._args
         with KERNEL_LOCK:
-            index = self._alive_index()
+            index = self._maxpool_index() if self._rule == "maxpool" else self._alive_index()
             # Bands go to whichever thread is free (dynamic schedule, one band at a time): a thread slowed
             # by other work on its core does not hold the step back; results do not depend on it.
             chunk = numba.set_parallel_chunksize(1)
             try:
-                self._kernel(self._rows, self._height, *self._weights, seed, np.int64(t), fire_rate, noise_std,
+                self._kernel(self._rows, self._height, self._weights, seed, np.int64(t), fire_rate, noise_std,
                              origin, self._bands, self._nonfinite, *self._scratch, *index)
             finally:
                 numba.set_parallel_chunksize(chunk)
+            if self._rule == "maxpool":
+                self._k.maxpool_keep(self._rows, self._height, self._thr, self._hot, self._pre, self._keep)
+                self._k.zero_dead(self._rows, self._live, self._act, self._keep)
+
+    def _maxpool_index(self):
+        """The max-pool rule's index for this step: the cells within one cell of an alive one (and the
+        values they read). Its runs array grows when the alive region does (rarely: by half again)."""
+        k = self._k
+        k.maxpool_pre(self._rows, self._height, self._thr, self._hot, self._pre, self._act)
+        n = k.index_counts(self._act, self._height, self._ptr)
+        if n > self._runs.shape[0]:
+            self._runs = np.zeros((max(n, self._runs.shape[0] * 3 // 2), 2), np.int32)
+        k.index_fill(self._act, self._height, self._ptr, self._runs)
+        return self._ptr, self._runs
 
     def count(self, handle, buf, i):
-        """Counts of the current state into buf[i], reading only the alive cells (from the alive index)."""
-        buf[i] = metrics.counts(self.state, handle, self._thr, index=self._alive_index())
+        """Counts of the current state into buf[i] (MNIST: reading only the alive cells, from the alive index)."""
+        from .. import metrics as m
+
+        if m.mnist_layout(self.description):
+            buf[i] = m.counts(self.state, handle, self._thr, index=self._alive_index())
+        else:
+            super().count(handle, buf, i)
 
     def _alive_index(self):
         """The alive index of the state (kernels.cpu.alive_index), built when missing."""
         if self._index is None:
-            from ..kernels import cpu
-
             with KERNEL_LOCK:
-                self._index = cpu.alive_index(self._rows, self._thr)
+                self._index = self._k.alive_index(self._rows, self._thr, self._height)
         return self._index
 
     def state_written(self):
-        """Channel 0 may have changed outside the kernel: rebuild the alive index before the next step."""
+        """The state may have changed outside the kernel: rebuild the alive index before the next step
+        (under the max-pool rule: any cell may hold values again)."""
         self._index = None
+        if self._rule == "maxpool":
+            self._live[:] = 1
 
     def nonfinite(self):
         """The sample of a cell that became non-finite since the last call (None: none); resets."""
@@ -89,15 +118,17 @@ class NumbaCPU(HostRunner):
         return self.state
 
 
-_ANNOUNCED = False
+_ANNOUNCED = set()
 
 
-def _announce_compilation(kernel):
-    """Say once, on stderr, that the first run compiles the kernels (15-20 s of silence otherwise)."""
-    global _ANNOUNCED
-    if _ANNOUNCED or kernel.signatures or not _numba_setup.fresh_cache:
+def _announce_compilation(module):
+    """Say on stderr, once per generated kernel module, that this run compiles it (15-20 s of silence
+    otherwise): when Numba's cache holds nothing for it and this process has not compiled it yet."""
+    from ..kernels import generate
+
+    if module.__name__ in _ANNOUNCED or module.step_inplace.signatures or generate.is_cached(module):
         return
-    _ANNOUNCED = True
+    _ANNOUNCED.add(module.__name__)
     print(f"fastca: compiling the CPU kernels (first run only, about 20 s; cached in {_numba_setup.cache_dir})",
           file=sys.stderr, flush=True)
 
