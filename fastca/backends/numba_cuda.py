@@ -1,21 +1,25 @@
-"""The numba-cuda backend: the fused in-place Numba CUDA kernel (:mod:`fastca.kernels.cuda`).
+"""The numba-cuda backend: the fused in-place Numba CUDA kernel (:mod:`fastca.kernels.cuda`),
+generated for the model's description (:mod:`fastca.kernels.cuda_shape`).
 
 The state stays on the device across steps, runs and edits; per-step counts for the
-metrics are written to a device buffer and read once at the end of a run.
+metrics are written to a device buffer and read once at the end of a run (for the MNIST
+layout; other descriptions' counts and labels are taken from a host copy of the state).
 """
 
 import importlib.util
 
 import numpy as np
 
-from .. import spec
+from .. import metrics, spec
 from .._compat import numba_cuda
-from .._state import host_state, is_state_input
+from .._state import gray_channel, host_state, is_state_input
 from .base import BackendInfo, register
 
 
 class NumbaCUDA:
-    """Fused in-place Numba CUDA kernel; float32 or float16 state storage on the device.
+    """Fused in-place Numba CUDA kernel of the model's description; float32 or float16 state storage
+    on the device. ``weights``: anything with ``description`` (a ModelSpec; absent: the MNIST model)
+    and ``arrays()`` (name -> float32 array), e.g. :class:`fastca.NCAWeights` or :class:`fastca.nca.NCA`.
 
     Options: ``seg_rows`` (rows per thread block's segment; default from the grid and the
     SM count) and ``layout`` (a key of ``kernels.cuda.LAYOUTS``) tune the launch, ``mode``
@@ -31,12 +35,19 @@ class NumbaCUDA:
     def __init__(self, weights, state, params, seg_rows=None, layout=None, mode=0, block_order="normal"):
         cuda = numba_cuda()
 
-        from ..kernels import cuda as kern
+        from ..kernels import cuda_shape
 
+        description = getattr(weights, "description", None)
+        if description is None:
+            from ..model import MNIST as description
+        kern = cuda_shape.kernel(description)  # ValueError when the description cannot run here
         self._cuda, self._k = cuda, kern
+        self.description = description
         self.params = params
-        self.state = state  # (B, H, W, 20) float32 or float16 device array, owned
-        n_b, n_h, n_w, _ = state.shape
+        self.state = state  # (B, H, W, C) float32 or float16 device array, owned
+        n_b, n_h, n_w, n_c = state.shape
+        if n_c != description.channels:
+            raise ValueError(f"state has {n_c} channels, model {description.name!r} has {description.channels}")
         if seg_rows is None:
             seg_rows = kern.choose_seg_rows(n_b, n_h, n_w, _sm_count(cuda))
         self.seg_rows = int(seg_rows)
@@ -44,9 +55,11 @@ class NumbaCUDA:
         self._rowhalo = cuda.device_array(row_shape, state.dtype)
         self._colhalo = cuda.device_array(col_shape, state.dtype)
         self._flat = tuple(a.reshape(a.size) for a in (state, self._rowhalo, self._colhalo))  # views, no copies
-        w = weights
-        self._weights = tuple(cuda.to_device(np.ascontiguousarray(a, np.float32).ravel())
-                              for a in (w.w1, w.b1, w.w2, w.b2, w.w3, w.b3))
+        self._weights = cuda.to_device(cuda_shape.pack_weights(description, weights.arrays()))
+        # the max-pool rule's (B*H*W,) uint8 mask (maxpool_pre, maxpool_keep); one unused byte otherwise
+        self._maxpool = description.alive.rule == "maxpool"
+        self._mask = cuda.device_array(n_b * n_h * n_w if self._maxpool else 1, np.uint8)
+        self._mnist_metrics = metrics.mnist_layout(description)
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
                       np.float32(p.alive_threshold))
@@ -66,40 +79,45 @@ class NumbaCUDA:
         self._reverse = block_order == "reverse"
 
     @classmethod
-    def to_state(cls, x, input_kind, dtype=np.float32):
-        """Return (state (B, H, W, 20) ``dtype`` device array owned by the run, leading shape, batched?).
+    def to_state(cls, x, input_kind, dtype=np.float32, description=None):
+        """Return (state (B, H, W, C) ``dtype`` device array owned by the run, leading shape, batched?).
 
-        ``x`` is a host array (copied to the device once) or a device array exposing
-        ``__cuda_array_interface__`` (Numba, CuPy, torch CUDA): copied device to device,
-        never through the host. Device gray input is uint8 or float32 in [0, 1]; device state
-        input must be float32 (or ``dtype``) and finite (both checked on the device: one scalar
-        comes back).
+        C: the description's channels (None: the MNIST model's 20). ``x`` is a host array
+        (copied to the device once) or a device array exposing ``__cuda_array_interface__``
+        (Numba, CuPy, torch CUDA): copied device to device, never through the host. Device
+        gray input is uint8 or float32 in [0, 1] (for a description with a static alive
+        channel, which it goes into); device state input must be float32 (or ``dtype``) and
+        finite (both checked on the device: one scalar comes back).
         """
         cuda = numba_cuda()
 
         from ..kernels import cuda as kern
 
         if not is_device_array(x):
-            state, lead, batched = host_state(x, input_kind, dtype)
+            state, lead, batched = host_state(x, input_kind, dtype, description)
             return cuda.to_device(state), lead, batched
+        n_c = spec.CHANNELS if description is None else description.channels
         # Wrap foreign device arrays (CuPy, torch) without a copy; the simulator has no wrapper.
         arr = cuda.as_cuda_array(x) if hasattr(cuda, "as_cuda_array") else x
         shape = tuple(arr.shape)
-        if is_state_input(shape, arr.dtype, input_kind):
-            if len(shape) not in (3, 4) or shape[-1] != spec.CHANNELS or arr.dtype not in (np.float32, dtype):
-                raise ValueError(f"device state must be float32 (H, W, 20) or (B, H, W, 20), got {arr.dtype} {shape}")
+        if is_state_input(shape, arr.dtype, input_kind, n_c):
+            if len(shape) not in (3, 4) or shape[-1] != n_c or arr.dtype not in (np.float32, dtype):
+                raise ValueError(f"device state must be float32 (H, W, {n_c}) or (B, H, W, {n_c}), "
+                                 f"got {arr.dtype} {shape}")
             if min(shape) < 1:
                 raise ValueError(f"empty input: shape {shape} has a zero-length axis")
             state = cuda.device_array((int(np.prod(shape[:-3])),) + shape[-3:], dtype)
             if arr.dtype == dtype:
                 state.copy_to_device(arr.reshape(state.shape))
             else:  # float32 device state into float16 storage: round on the device
-                kern.copy_window[kern.launch_1d(state.size // spec.CHANNELS)](arr.reshape(state.shape), 0, 0, 0, state)
+                copy = kern if description is None else _module(description)
+                copy.copy_window[kern.launch_1d(state.size // n_c)](arr.reshape(state.shape), 0, 0, 0, state)
             big = float(np.finfo(dtype).max)  # after the copy: a float32 value past 65504 is inf in float16
             if _count_outside(state.reshape(state.size), -big, big):
                 hint = " or exceeds the float16 range (65504): use storage='float32'" if dtype == np.float16 else ""
                 raise ValueError(f"device state contains NaN or inf{hint}")
             return state, shape[:-1], len(shape) == 4
+        gray_channel(description)  # a gray image needs a static alive channel to go into
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"device gray input must be a non-empty (H, W) or (B, H, W), got shape {shape}")
         if arr.dtype not in (np.uint8, np.float32):
@@ -107,8 +125,9 @@ class NumbaCUDA:
         gray = arr.reshape((-1,) + shape[-2:]) if len(shape) == 3 else arr.reshape((1,) + shape)
         if arr.dtype == np.float32 and _count_outside(arr.reshape(arr.size), 0.0, 1.0):
             raise ValueError("device gray input must lie in [0, 1] (float32), and be finite")
-        state = cuda.device_array(tuple(gray.shape) + (spec.CHANNELS,), dtype)
-        kern.init_kernel[kern.launch_1d(gray.size)](gray, arr.dtype == np.uint8, state)
+        state = cuda.device_array(tuple(gray.shape) + (n_c,), dtype)
+        init = kern if description is None else _module(description)
+        init.init_kernel[kern.launch_1d(gray.size)](gray, arr.dtype == np.uint8, state)
         return state, shape, len(shape) == 3
 
     def poison(self):
@@ -117,22 +136,27 @@ class NumbaCUDA:
             a.copy_to_device(np.full(a.shape, np.nan, a.dtype))
 
     def step(self, t):
-        """Advance the state by one step (two launches, no host round trip)."""
+        """Advance the state by one step (two launches, or five under the max-pool rule; no host round trip)."""
         seed, fire_rate, noise_std, alive = self._args
         k = self._k
+        if self._maxpool:  # the rule before the step, and the cells whose update can matter
+            k.maxpool_pre[self._cell_launch](self.state, self._thr, self._mask)
         k.save_halos[self._halo_launch](self.state, self._rowhalo, self._colhalo, self.seg_rows)
         n_b, n_h, n_w, _ = self.state.shape
         args = (self._flat[0], self._flat[1], self._flat[2], n_h, n_w, self._rowhalo.shape[1], self._colhalo.shape[1],
-                *self._weights, seed, np.int64(t), fire_rate, noise_std, alive, self.seg_rows)
+                self._weights, self._mask, seed, np.int64(t), fire_rate, noise_std, alive, self.seg_rows)
         if self._reverse:
             for b0 in reversed(range(n_b)):
                 for seg in reversed(range(self._grid[1])):
                     for strip in reversed(range(self._grid[0])):
                         self._kernel[(1, 1, 1), self._threads](*args, b0, strip, seg, *self._origin, self._bad)
-            return
-        for b0 in range(0, n_b, 65535):  # the grid's z extent is at most 65535
-            grid = self._grid + (min(65535, n_b - b0),)
-            self._kernel[grid, self._threads](*args, b0, 0, 0, *self._origin, self._bad)
+        else:
+            for b0 in range(0, n_b, 65535):  # the grid's z extent is at most 65535
+                grid = self._grid + (min(65535, n_b - b0),)
+                self._kernel[grid, self._threads](*args, b0, 0, 0, *self._origin, self._bad)
+        if self._maxpool:  # alive before and after, then zero the rest
+            k.maxpool_keep[self._cell_launch](self.state, self._thr, self._mask)
+            k.zero_dead[self._cell_launch](self.state, self._mask)
 
     def nonfinite(self):
         """The sample of a cell that became non-finite since the last call (None: none); resets.
@@ -146,17 +170,24 @@ class NumbaCUDA:
         return flag - 1
 
     def prepare_targets(self, targets):
-        """The (B, H, W) target map, copied to the device once."""
-        return self._cuda.to_device(np.ascontiguousarray(targets, dtype=np.int16))
+        """The (B, H, W) target map, copied to the device once (kept on the host for a model whose
+        counts are taken there)."""
+        targets = np.ascontiguousarray(targets, dtype=np.int16)
+        return self._cuda.to_device(targets) if self._mnist_metrics else targets
 
     def new_counts(self, n):
-        buf = self._cuda.device_array((n, self.state.shape[0], spec.N_COUNTS), np.int64)
+        buf = self._cuda.device_array((n, self.state.shape[0], metrics.n_counts(self.description)), np.int64)
         buf.copy_to_device(np.zeros(buf.shape, np.int64))
         return buf
 
     def count(self, handle, buf, i):
-        """Counts of the current state into buf[i], on the device (no synchronisation)."""
-        self._k.count_kernel[self._count_grid, 256](self.state, self._thr, handle, buf[i])
+        """Counts of the current state into buf[i]: on the device, without synchronisation, for the
+        MNIST layout; for any other description from a host copy of the state (metrics.counts_described)."""
+        if self._mnist_metrics:
+            self._k.count_kernel[self._count_grid, 256](self.state, self._thr, handle, buf[i])
+            return
+        counts = metrics.counts_described(self.description, self.read(), handle, self._thr)
+        buf[i].copy_to_device(np.ascontiguousarray(counts, np.int64))
 
     def counts_host(self, buf):
         return buf.copy_to_host()
@@ -166,6 +197,10 @@ class NumbaCUDA:
         return self.state.copy_to_host()
 
     def labels(self):
+        """The (B, H, W) int8 label map on the device (-1: dead); computed on the host for a model
+        without the MNIST layout (metrics.label_map_described)."""
+        if not self._mnist_metrics:
+            return self._cuda.to_device(metrics.label_map_described(self.description, self.read(), self._thr))
         out = self._cuda.device_array(self.state.shape[:-1], np.int8)
         self._k.label_kernel[self._cell_launch](self.state, self._thr, out)
         return out
@@ -178,11 +213,12 @@ class NumbaCUDA:
         return array.copy_to_host()
 
     def read_window(self, b0, y0, x0, nb, h, w):
-        out = self._cuda.device_array((nb, h, w, spec.CHANNELS), np.float32)
+        out = self._cuda.device_array((nb, h, w, self.state.shape[-1]), np.float32)
         self._k.copy_window[self._k.launch_1d(nb * h * w)](self.state, b0, y0, x0, out)
         return out.copy_to_host()
 
     def write_gray(self, b0, y0, x0, gray):
+        """Gray into the static alive channel of a window; the residual channels zeroed where it is dead."""
         d_gray = self._cuda.to_device(np.ascontiguousarray(gray, np.float32))
         self._k.write_gray[self._k.launch_1d(gray.size)](self.state, b0, y0, x0, d_gray, self._thr)
 
@@ -193,6 +229,13 @@ def _sm_count(cuda):
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
     except Exception:  # the simulator's device has no attributes
         return 1
+
+
+def _module(description):
+    """The kernel module generated for ``description``."""
+    from ..kernels import cuda_shape
+
+    return cuda_shape.kernel(description)
 
 
 def _count_outside(flat, lo, hi):

@@ -99,3 +99,28 @@ def _world(size):
     images, labels = fastca.data.sample_digits()
     gray, targets, _ = fastca.data.mnist_world(images, labels, size, size, seed=0)
     return gray, targets
+
+
+DESCRIBED_SHAPES = [(2, 70, 100, 16), (1, 33, 65, 8), (3, 1, 40, None)]
+
+
+@pytest.mark.parametrize("name", [d.name for d in fastca.model.KNOWN])
+@pytest.mark.parametrize("shape", DESCRIBED_SHAPES, ids=["x".join(map(str, s)) for s in DESCRIBED_SHAPES])
+def test_described_models_large_shapes(name, shape):
+    """Every known description on grids of many blocks (several strips and segments), fresh
+    random weights, 1 and 4 steps, against the float64 oracle; the same run twice gives the same bits."""
+    from test_cuda_described import KNOWN, cuda_steps, described_state, oracle_steps
+
+    from fastca.nca import NCA
+
+    d = KNOWN[name]
+    *grid, seg_rows = shape
+    arrays = d.random_weights(seed=FRESH)
+    nca = NCA(d, arrays)
+    state = described_state(d, tuple(grid), seed=FRESH + 1)
+    for steps in (1, 4):
+        kw = dict(seed=FRESH % 1000, start=7, origin=(0, 5, 9))
+        gpu = cuda_steps(nca, state, steps, seg_rows=seg_rows, **kw)
+        what = f"{name} {shape}, {steps} steps, seed {FRESH}"
+        assert_close(gpu, oracle_steps(d, arrays, state, steps, **kw), TOLERANCES["one_step"], what)
+        np.testing.assert_array_equal(cuda_steps(nca, state, steps, seg_rows=seg_rows, layout="64", **kw), gpu)
