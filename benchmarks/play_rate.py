@@ -1,6 +1,9 @@
 """Frame rate of `fastca play`: frames per second at one step per frame, per world size.
 
-    python -m benchmarks.play_rate --sizes 256,512,1024 --seconds 10 [--browser]
+    python -m benchmarks.play_rate --sizes 56,256,512,1024 --seconds 10 [--browser]
+
+(56: the default world.) The first line says the machine: CPU model, family and model number
+from /proc/cpuinfo, cores, and with ``--browser`` the Chromium version.
 
 Runs the play server in this process on a free port and either a protocol client that
 acknowledges every frame at once (the server's own rate) or, with ``--browser``, the real
@@ -11,7 +14,9 @@ steps over ``seconds`` after a warm-up.
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import subprocess
 import time
 
 from fastca.play import start_in_thread
@@ -56,13 +61,34 @@ def browser_rate(url, seconds):
     return (f1 - f0) / dt, (s1 - s0) / dt
 
 
+def machine(browser=False):
+    """The machine a number was measured on: CPU model, family and model (/proc/cpuinfo), cores."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+    except OSError:
+        pass
+    out = {"cpu": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
+           "cores": os.cpu_count()}
+    if browser:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        out["chromium"] = subprocess.run([chromium, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--sizes", default="56,256,512,1024")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--browser", action="store_true", help="measure in headless Chromium (the real page)")
     args = parser.parse_args(argv)
+    print(json.dumps({"machine": machine(args.browser)}), flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         url, stop = start_in_thread(size=size, backend=args.backend)
         if args.browser:

@@ -13,15 +13,27 @@ Messages from the page are JSON objects with a ``type``:
 ``stroke``         ``points`` [[row, col], ...] (1..2000), ``width`` (0.5..32), ``erase`` (bool)
 ``digit``          ``at`` [row, col]: a random test digit centred there (added to what is drawn)
 ``clear``          every cell dead
-``mutate``         every 28x28 tile gets another test digit (the article's mutation experiment)
+``reset``          a new world of random test digits (same size)
+``mutate``         every 28x28 square holding a test digit gets another one (the article's mutation
+                   experiment); squares the reader drew in are kept (an ``info`` reply says so)
+``noise``          ``amount`` (0..4): Gaussian noise of that std added to channels 1..19 of every
+                   alive cell (the robustness experiment: watch them recover)
+``damage``         ``at`` [row, col], ``radius`` (1..64): the cells in that disc forget their state
+                   (channels 1..19 zeroed; the digit stays) and relearn it from their neighbours
 ``pause``          ``paused`` (bool)
 ``step``           one step (while paused)
-``speed``          ``steps_per_frame`` (1..50)
+``speed``          ``steps_per_frame`` (1..MAX_STEPS_PER_FRAME)
 ``model``          ``name``: an embedded model; the world restarts from its current picture
-``preset``         ``name``: "digits", "swing" (a 4 over a 2), "cut" (a digit cut in half), "many"
-``size``           ``size`` (28..1024): a new world of test digits
+``preset``         ``name``: "digits" (new test digits, same size), "swing" (a 4 over a 2) and
+                   "cut" (a digit cut in half), each in a 56x56 world so that the figure fills
+                   half the view, "many" (a world of at least 256x256 test digits, when the cell
+                   budget allows; else the current size)
+``size``           ``size`` (one of SIZES): a new world of test digits
 ``ack``            the page has drawn the last frame
 =================  ==========================================================================
+
+Replies (JSON): ``stats`` (about once a second: steps and frames per second, backend, model),
+``info`` (what a swap, noise or damage did), ``digit``, ``error``, ``refused``.
 
 A malformed or oversized message gets an error frame (``{"type": "error", ...}``) and a log
 line; it never ends the session or the server. (Only a websocket message over
@@ -57,7 +69,7 @@ import numpy as np
 
 from . import data, metrics, spec
 from .simulation import Simulation, stroke_mask
-from .world import World, apply_event
+from .world import World
 
 log = logging.getLogger("fastca.play")
 
@@ -70,6 +82,14 @@ MAX_CELLS = 2 * 1024 * 1024  #: cells of all the tabs' worlds together (default:
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 MAX_POINTS = 2000
 SIZES = (28, 56, 128, 256, 512, 1024)
+#: The default world: 56x56 cells (four test digits). Fitted to the view, a digit drawn a
+#: quarter to half of the view tall is 14..28 cells, the MNIST scale the model was trained on
+#: (28x28 digits, about 20 cells tall); in a 256x256 world the same stroke was 60..130 cells
+#: and its parts voted for different digits (issue 28).
+DEFAULT_SIZE = 56
+MAX_STEPS_PER_FRAME = 50  #: the page's steps-per-frame slider reaches this
+PRESET_SIZES = {"swing": 56, "cut": 56}  #: a preset's world side (others keep the current size)
+MANY_SIZE = 256  #: the "many" preset's world side, at least (when the cell budget allows)
 DEAD = 255
 UNDECIDED = spec.N_CLASSES
 MAX_FPS = 60
@@ -106,6 +126,7 @@ class Session:
     def __init__(self, size, model_name, backend, seed=0):
         self.backend = backend
         self.rng = np.random.default_rng(seed)
+        self.sim_seed = 0
         self.images, self.labels = data.sample_digits()
         self.model_name = model_name
         self.paused = False
@@ -121,6 +142,9 @@ class Session:
         if size not in SIZES:
             raise BadMessage(f"size must be one of {SIZES}, got {size}")
         self.world = self._preset(size, preset)
+        tiles = -(-size // data.DIGIT)
+        self.drawn = np.zeros((size, size), bool)  # cells the reader drew (kept by a swap)
+        self.test_tiles = np.full((tiles, tiles), preset in ("digits", "many"))  # squares holding a test digit
         self.new_sim()
 
     def new_sim(self):
@@ -128,9 +152,53 @@ class Session:
         from . import pretrained
 
         self.model = pretrained(self.model_name)
-        self.sim = Simulation(self.model, self.world.gray, backend=self.backend, seed=int(self.rng.integers(2**31)),
+        self.sim_seed = int(self.rng.integers(2**31))
+        self.sim = Simulation(self.model, self.world.gray, backend=self.backend, seed=self.sim_seed,
                               on_nonfinite="warn")
         self.dirty = True
+
+    def _restart(self, state):
+        """Go on from an edited full state (same model, seed and step): what noise and damage need."""
+        self.sim = Simulation(self.model, state, backend=self.backend, seed=self.sim_seed, input="state",
+                              start_step=self.sim.t, on_nonfinite="warn")
+        self.dirty = True
+
+    def _tile_slices(self, row, col):
+        h, w = self.world.gray.shape
+        d = data.DIGIT
+        return slice(row * d, min(h, (row + 1) * d)), slice(col * d, min(w, (col + 1) * d))
+
+    def swap(self):
+        """The mutation experiment: every square holding a test digit gets another one, except the
+        squares the reader drew in (kept, and said so). Channels 1..19 are kept under alive cells."""
+        h, w = self.world.gray.shape
+        rows, cols = self.test_tiles.shape
+        pick = self.rng.integers(0, len(self.images), (rows, cols))
+        gray, targets, _ = data.mnist_world(self.images[pick.ravel()], self.labels[pick.ravel()], h, w)
+        new = self.world.gray.copy()
+        swapped = kept = 0
+        for row in range(rows):
+            for col in range(cols):
+                ys, xs = self._tile_slices(row, col)
+                if self.drawn[ys, xs].any():
+                    kept += 1
+                elif self.test_tiles[row, col]:
+                    new[ys, xs] = gray[ys, xs]
+                    self.world.targets[ys, xs] = targets[ys, xs]
+                    swapped += 1
+        self.world.gray = new
+        self.sim.mutate(new)
+        self.dirty = True
+        if not swapped:
+            text = "nothing to swap: no square holds a test digit (new digits makes some)"
+        else:
+            text = f"swapped {swapped} test digit{'s' * (swapped != 1)}"
+        if kept:
+            text += f"; kept the {kept} square{'s' * (kept != 1)} you drew in"
+        return {"type": "info", "message": text}
+
+    def _alive(self, state):
+        return state[..., spec.GRAY] > self.model.alive_threshold
 
     def _preset(self, size, name):
         if name in ("digits", "many"):
@@ -182,6 +250,7 @@ class Session:
             on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], width)
             window = self.world.gray[y0:y1, x0:x1]
             window[on] = 0 if msg.get("erase") else 255
+            self.drawn[y0:y1, x0:x1][on] = not msg.get("erase")
             self._push(before)
         elif kind == "digit":
             y, x = _points([msg.get("at")], h, w)[0].astype(int)
@@ -189,22 +258,47 @@ class Session:
             before = self.world.gray.copy()
             ys, xs = self._paste(self.world.gray, self.images[k], y - 14, x - 14)
             self.world.targets[ys, xs] = self.labels[k]
+            self.drawn[ys, xs] |= self.world.gray[ys, xs] != before[ys, xs]  # the reader put it there
             self._push(before)
             return {"type": "digit", "label": int(self.labels[k])}
         elif kind == "clear":
             self.world.gray[:] = 0
+            self.drawn[:] = False
+            self.test_tiles[:] = False
             self.sim.mutate(self.world.gray)
             self.dirty = True
+        elif kind == "reset":
+            self.new_world(h, "digits")
+            return {"type": "info", "message": f"new test digits ({h}x{w} world)"}
         elif kind == "mutate":
-            apply_event(self.sim, self.world, {"type": "replace_all"}, self.rng)
-            self.dirty = True
+            return self.swap()
+        elif kind == "noise":
+            amount = _number(msg.get("amount", 1.0), "amount", 0.0, 4.0)
+            state = np.array(self.sim.state(), np.float32)
+            alive = self._alive(state)
+            n = int(alive.sum())
+            state[alive, 1:] += amount * self.rng.standard_normal((n, state.shape[-1] - 1), np.float32)
+            self._restart(state)
+            return {"type": "info", "message": f"noise (std {amount:g}) added to the state of {n} cells: "
+                                               "watch them recover"}
+        elif kind == "damage":
+            y, x = _points([msg.get("at")], h, w)[0]
+            radius = _number(msg.get("radius", 7.0), "radius", 1.0, 64.0)
+            state = np.array(self.sim.state(), np.float32)
+            yy, xx = np.ogrid[:h, :w]
+            disc = ((yy - y) ** 2 + (xx - x) ** 2 <= radius**2) & self._alive(state)
+            state[disc, 1:] = 0
+            self._restart(state)
+            return {"type": "info", "message": f"{int(disc.sum())} cells forgot their state: they relearn it "
+                                               "from their neighbours"}
         elif kind == "pause":
             self.paused = bool(msg.get("paused", not self.paused))
             self.dirty = True
         elif kind == "step":
             self.pending_steps += 1
         elif kind == "speed":
-            self.steps_per_frame = int(_number(msg.get("steps_per_frame"), "steps_per_frame", 1, 50))
+            self.steps_per_frame = int(_number(msg.get("steps_per_frame"), "steps_per_frame", 1,
+                                               MAX_STEPS_PER_FRAME))
         elif kind == "model":
             from . import PRETRAINED
 
@@ -214,7 +308,11 @@ class Session:
             self.model_name = name
             self.new_sim()
         elif kind == "preset":
-            self.new_world(self.world.gray.shape[0], msg.get("name"))
+            name = msg.get("name")
+            size = preset_size(name, h)
+            if "size" in msg:  # set by the server once the cell budget is checked (PlayServer._handle)
+                size = world_size(msg["size"])
+            self.new_world(size, name)
         elif kind == "size":
             self.new_world(world_size(msg.get("size")), "digits")
         else:
@@ -224,6 +322,17 @@ class Session:
     def frame(self):
         gray, label = frame_arrays(self.sim.view(), self.model.alive_threshold)
         return encode_frame(self.sim.t, gray, label, self.paused)
+
+
+def preset_size(name, current, fits=None):
+    """The world side of preset ``name`` from a world of side ``current``; BadMessage for an unknown
+    preset. ``fits``: the side "many" may take (the cell budget), default any."""
+    if name not in ("digits", "swing", "cut", "many"):
+        raise BadMessage(f"preset must be digits, swing, cut or many, got {name!r}")
+    if name == "many":
+        want = max(MANY_SIZE, current)
+        return want if fits is None or fits(want) else current
+    return PRESET_SIZES.get(name, current)
 
 
 def world_size(value):
@@ -336,7 +445,7 @@ class PlayServer:
     ``max_sessions`` and ``max_cells`` cap the tabs and the cells of their worlds together.
     """
 
-    def __init__(self, size=256, model="fastca-mnist", backend="auto", host="127.0.0.1", max_sessions=MAX_SESSIONS,
+    def __init__(self, size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", host="127.0.0.1", max_sessions=MAX_SESSIONS,
                  max_cells=MAX_CELLS):
         from aiohttp import web
 
@@ -362,6 +471,9 @@ class PlayServer:
         self.app = web.Application(middlewares=[guard])
         self.app.router.add_get("/", self.index)
         self.app.router.add_get("/play.js", self.script)
+        self.app.router.add_get("/play.css", self.style)
+        self.app.router.add_get("/favicon.svg", self.favicon)
+        self.app.router.add_get("/favicon.ico", self.favicon)  # what browsers ask for without a <link>
         self.app.router.add_get("/ws", self.websocket)
         self.app.on_shutdown.append(self._close_all)
 
@@ -389,6 +501,17 @@ class PlayServer:
         from aiohttp import web
 
         return web.Response(body=self._asset("play.js"), content_type="application/javascript")
+
+    async def style(self, request):
+        from aiohttp import web
+
+        return web.Response(body=self._asset("play.css"), content_type="text/css")
+
+    async def favicon(self, request):
+        from aiohttp import web
+
+        return web.Response(body=self._asset("favicon.svg"), content_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
 
     async def _close_all(self, app):
         for ws in list(self.sessions):
@@ -477,6 +600,12 @@ class PlayServer:
             async with session.lock:
                 if msg["type"] == "size":
                     self._resize(ws, world_size(msg.get("size")))  # before the world is built
+                elif msg["type"] == "preset":  # a preset may change the world's size: the same check
+                    others = sum(self.sessions.values()) - self.sessions[ws]
+                    size = preset_size(msg.get("name"), session.world.gray.shape[0],
+                                       fits=lambda n: others + n * n <= self.max_cells)
+                    self._resize(ws, size)
+                    msg = {**msg, "size": size}
                 try:
                     reply = await state["worker"].call(session.apply, msg)
                 finally:
@@ -518,8 +647,9 @@ class PlayServer:
             await asyncio.sleep(max(0.0, 1 / MAX_FPS - (time.perf_counter() - t0)))
 
 
-def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.0.1", **limits):
-    """Run a server on a free port in a daemon thread (tests, benchmarks, notebooks).
+def start_in_thread(size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", host="127.0.0.1", port=0, **limits):
+    """Run a server in a daemon thread (tests, benchmarks, notebooks), on ``port`` (0: a free one;
+    a port again after ``stop()`` is a restarted server, as the page sees it).
 
     ``limits``: ``max_sessions``, ``max_cells`` (see PlayServer). Returns (url, stop):
     ``stop()`` closes the sessions and the port.
@@ -528,25 +658,32 @@ def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.
 
     from aiohttp import web
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
+    if not port:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     warn_if_exposed(host, port)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(PlayServer(size=size, model=model, backend=backend, host=host, **limits).app)
     ready = threading.Event()
+    failed = []
 
     def run():
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, host, port).start())
+        except OSError as exc:  # e.g. the port is taken: said by start_in_thread, not lost in this thread
+            failed.append(exc)
+            ready.set()
+            return
         ready.set()
         loop.run_forever()
 
     thread = threading.Thread(target=run, daemon=True, name="fastca-play")
     thread.start()
-    if not ready.wait(120):
-        raise RuntimeError("the play server did not start")
+    if not ready.wait(120) or failed:
+        raise RuntimeError(f"the play server did not start{f': {failed[0]}' if failed else ''}")
 
     def stop():
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
@@ -557,7 +694,7 @@ def start_in_thread(size=256, model="fastca-mnist", backend="auto", host="127.0.
     return f"http://{netloc}:{port}/", stop
 
 
-def serve(host="127.0.0.1", port=8765, size=256, model="fastca-mnist", backend="auto", open_browser=False,
+def serve(host="127.0.0.1", port=8765, size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", open_browser=False,
           max_sessions=MAX_SESSIONS, max_cells=MAX_CELLS):
     """Run the server until Ctrl-C: a clean shutdown (sessions closed, port released) and one
     line, whenever Ctrl-C comes (also before the server is up, or a second time while it stops)."""

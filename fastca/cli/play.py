@@ -12,7 +12,9 @@ def add_parser(subparsers):
     pl.add_argument("--port", type=int, default=8765)
     pl.add_argument("--model", default="fastca-mnist", help="embedded model: fastca-mnist or distill-2020")
     add_backend(pl)
-    pl.add_argument("--size", type=int, default=256, help="world side in cells: 28, 56, 128, 256, 512 or 1024")
+    pl.add_argument("--size", type=int, default=56,
+                    help="world side in cells: 28, 56, 128, 256, 512 or 1024 (default 56: fitted to the window, a "
+                         "digit drawn a quarter to half of it tall has the MNIST scale the model learned)")
     pl.add_argument("--open", action="store_true", help="open the page in the default browser")
     pl.add_argument("--max-sessions", type=int, default=4,
                     help="tabs served at once (default 4); the next one is refused with a message")
