@@ -5,5 +5,5 @@ from setuptools import setup
 setup(
     packages=["fastca", "fastca.backends", "fastca.cli", "fastca.distributed", "fastca.kernels"],
     package_dir={"fastca": "fastca", "fastca.kernels": "kernels"},
-    package_data={"fastca": ["assets/*.npz", "assets/*.md", "assets/play/*", "py.typed"]},
+    package_data={"fastca": ["assets/*.npz", "assets/*.md", "assets/*.png", "assets/*.txt", "assets/play/*", "py.typed"]},
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -92,11 +92,13 @@ class NCA:
     def save(self, path) -> None:
         """Write the description and the arrays to an ``.npz`` (atomically: temp file + rename)."""
         path = os.fspath(path)
-        meta = dict(format_version=np.int64(FORMAT_VERSION), model_kind=np.str_(MODEL_KIND),
-                    description=np.str_(self.description.to_json()), name=np.str_(self.name))
+        meta: dict[str, Any] = dict(
+            format_version=np.asarray(FORMAT_VERSION, np.int64), model_kind=np.asarray(MODEL_KIND),
+            description=np.asarray(self.description.to_json()), name=np.asarray(self.name))
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, **self._arrays, **meta)
+            members: dict[str, Any] = {**self._arrays, **meta}
+            np.savez(f, **members)
         os.replace(tmp, path)
 
     @classmethod

@@ -140,7 +140,7 @@ def noise_fields(key, pair):
 @jit
 def normal_from_fields(u, quadrant, angle):
     """Two standard normals (float32) from :func:`noise_fields` by Box-Muller; float32 arithmetic only."""
-    r = np.sqrt(np.float32(-2.0) * _log_u24(u))
+    r = math.sqrt(np.float32(-2.0) * _log_u24(u))  # math, not np: numba-cuda compiles math.sqrt (sqrtf); the same bits
     s, c = _sincos_quarter(angle * _HALF_PI_2_22)
     # quadrant q rotates (c, s) by q * 90 degrees: (c, s), (-s, c), (-c, -s), (s, -c)
     odd = quadrant == np.float32(1.0) or quadrant == np.float32(3.0)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from . import _checks, backends, metrics, spec
+from . import _checks, backends, metrics
 from ._state import gray_channel
 from .backends.base import Params
 from .weights import NCAWeights

@@ -162,8 +162,9 @@ def add_update(cell, D, Z0, Z1, i, noise_std):
 
 # Not inlined: its code (the MLP, the noise) is compiled once, not once per call site (a third of the compile time).
 @numba.njit(cache=True, error_model="numpy")
-def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height):
+def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot, alive_thr):
     """MLP and noise of the n queued cells and their updates; a non-finite result flags band k's sample.
+    Under the max-pool rule, hot[r, x] = the updated cell's channel ALIVE_CH > alive_thr.
 
     block: _block_buffers' views; wts: the packed weights.
     """
@@ -179,11 +180,13 @@ def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height):
     for i in range(n):
         if not add_update(rows[ys[i], xs[i]], D, Z0, Z1, i, noise_std):
             nonfinite[k] = 1 + ys[i] // height
+        if ALIVE == 2:  # the rule after the step reads this: no second pass over the state for it
+            hot[ys[i], xs[i]] = load(rows[ys[i], xs[i], ALIVE_CH]) > alive_thr
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
-                 bands, nonfinite, halo, ring, edges, floats, ints, keys_all, ptr, runs):
+                 bands, nonfinite, halo, ring, edges, floats, ints, keys_all, ptr, runs, hot, alive_thr):
     """Advance the state by one step in place.
 
     rows: the state as (B*H, W, C) rows (a view of the C-contiguous (B, H, W, C) state),
@@ -198,7 +201,9 @@ def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
     per-thread block buffers floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS)
     uint64, cut into named arrays by :func:`_block_buffers` (few arguments: a parallel launch
     allocates per argument). ptr, runs: :func:`alive_index` of the state (it must be
-    current: cells it leaves out are neither updated nor read).
+    current: cells it leaves out are neither updated nor read). hot: (N, W) uint8, the max-pool
+    rule's mask of cells whose channel ALIVE_CH > alive_thr (float32), updated for every cell
+    written (other rules: any array, unused).
     """
     n_rows = rows.shape[0]
     width = rows.shape[1]
@@ -237,7 +242,7 @@ def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
             up = halo[k, 0] if i == 0 else ring[tid, (i - 1) % RING]
             if r + 1 < r1:  # read row r+1 before any block flush below can write row r+1
                 if n > 0 and ys[0] + RING <= r + 2:  # the slot to refill holds a row a queued cell reads
-                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
+                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot, alive_thr)
                     n = 0
                 down = ring[tid, (i + 1) % RING]
                 _load_read(rows, r + 1, down, ptr, runs)
@@ -283,10 +288,10 @@ def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
                 ys[n], xs[n], keys[n] = r, x, row_keys[j]
                 n += 1
                 if n == BLOCK:
-                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
+                    _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot, alive_thr)
                     n = 0
         if n > 0:
-            _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height)
+            _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot, alive_thr)
 
 
 @numba.njit(cache=True)  # not inlined: called from six places
@@ -313,6 +318,8 @@ def _zero_pads(row):
 
 
 # -- the index of the cells that may update -------------------------------------------------------
+# Masks are (N, W) uint8 (0 or 1) over the state's flat rows. A 3x3 dilation inside each sample is
+# two passes (columns x-1..x+1 of a row, then rows y-1..y+1 of the sample): 6 reads per cell, branch-free.
 
 @numba.njit(cache=True, parallel=True)
 def _alive_mask(rows, alive_thr, mask):
@@ -322,46 +329,72 @@ def _alive_mask(rows, alive_thr, mask):
             mask[r, x] = load(rows[r, x, ALIVE_CH]) > alive_thr if ALIVE != 0 else True
 
 
-@numba.njit(cache=True, inline="always")
-def _near_in_sample(mask, r, x, height):
-    """Whether mask is set in the 3x3 neighbourhood of (r, x) inside its sample (indices wrap with WRAP)."""
+@numba.njit(cache=True, parallel=True)
+def _above(rows, alive_thr, hot, m1, m2):
+    """hot[r, x] = channel ALIVE_CH of the stored cell > thr (the max-pool rule before its pooling), read only
+    where m1 | m2 is set: the other cells are all zero (each load brings in the cell's whole cache line, so
+    skipping the dead majority of a world is most of this pass's time). With thr < 0 a zero cell is hot:
+    pass masks of ones."""
+    for r in numba.prange(rows.shape[0]):
+        for x in range(rows.shape[1]):
+            hot[r, x] = (m1[r, x] | m2[r, x]) != 0 and load(rows[r, x, ALIVE_CH]) > alive_thr
+
+
+@numba.njit(cache=True, parallel=True)
+def _dilate_columns(mask, out):
+    """out[r, x] = mask[r, x-1] | mask[r, x] | mask[r, x+1] (outside the row: 0, or the other end with WRAP)."""
     width = mask.shape[1]
-    base = (r // height) * height
-    y = r - base
-    for dy in range(-1, 2):
-        if WRAP:
-            q = base + (y + dy) % height
-        elif 0 <= y + dy < height:
-            q = r + dy
+    for r in numba.prange(mask.shape[0]):
+        row, o = mask[r], out[r]
+        for x in range(1, width - 1):
+            o[x] = row[x - 1] | row[x] | row[x + 1]
+        left = row[width - 1] if WRAP else 0
+        right = row[0] if WRAP else 0
+        if width == 1:
+            o[0] = row[0] | left | right
         else:
-            continue
-        for dx in range(-1, 2):
-            if WRAP:
-                if mask[q, (x + dx) % width]:
-                    return True
-            elif 0 <= x + dx < width and mask[q, x + dx]:
-                return True
-    return False
+            o[0] = left | row[0] | row[1]
+            o[width - 1] = row[width - 2] | row[width - 1] | right
+
+
+@numba.njit(cache=True, parallel=True)
+def _dilate_rows(mask, height, out, only):
+    """out[r] = mask[r-1] | mask[r] | mask[r+1] within r's sample (outside it: 0, or the other end with
+    WRAP), and-ed with ``only`` when it has rows."""
+    width = mask.shape[1]
+    masked = only.shape[0] > 0
+    for r in numba.prange(mask.shape[0]):
+        y = r % height
+        up = r - 1 if y > 0 else (r + height - 1 if WRAP else -1)
+        down = r + 1 if y + 1 < height else (r - height + 1 if WRAP else -1)
+        row, o = mask[r], out[r]
+        a = mask[max(up, 0)]
+        b = mask[max(down, 0)]
+        ua = np.uint8(1 if up >= 0 else 0)
+        ub = np.uint8(1 if down >= 0 else 0)
+        for x in range(width):
+            o[x] = row[x] | (a[x] & ua) | (b[x] & ub)
+        if masked:
+            for x in range(width):
+                o[x] &= only[r, x]
+
+
+def dilate(mask, height, out, tmp, only=None):
+    """out = mask dilated by the 3x3 neighbourhood inside each sample (and-ed with ``only``); tmp: scratch."""
+    _dilate_columns(mask, tmp)
+    _dilate_rows(tmp, height, out, mask[:0] if only is None else only)
 
 
 @numba.njit(cache=True, inline="always")
-def _row_runs(mask, r, kind, runs, o, height):
-    """Runs [a, b) of row r's listed columns (kind 0) or read columns (kind 1), written from runs[o]
-    when ``runs`` has rows (else only counted); returns their number. Wrapping, a row with any read
-    column is read whole (its padding columns copy its edges)."""
+def _row_runs(mask, r, runs, o):
+    """Runs [a, b) of row r's set columns, written from runs[o] when ``runs`` has rows (else only
+    counted); returns their number. Wrapping, a row read anywhere is read whole (its padding columns
+    copy its edges), so the caller passes a row of ones."""
     width = mask.shape[1]
-    if WRAP and kind == 1:
-        for x in range(width):
-            if _near_in_sample(mask, r, x, height):
-                if runs.shape[0] > 0:
-                    runs[o, 0] = 0
-                    runs[o, 1] = width
-                return 1
-        return 0
     n = 0
     start = -1
     for x in range(width + 1):
-        flag = x < width and (mask[r, x] != 0 if kind == 0 else _near_in_sample(mask, r, x, height))
+        flag = x < width and mask[r, x] != 0
         if flag and start < 0:
             start = x
         elif not flag and start >= 0:
@@ -374,13 +407,20 @@ def _row_runs(mask, r, kind, runs, o, height):
 
 
 @numba.njit(cache=True, parallel=True)
-def index_counts(mask, height, ptr):
-    """Fill ptr (2, N+1) int64 for :func:`index_fill`: offsets of each row's runs; returns the run count."""
-    n_rows = mask.shape[0]
+def index_counts(listed, read, ptr):
+    """Fill ptr (2, N+1) int64 for :func:`index_fill` from the (N, W) uint8 masks of the cells to list and
+    of the values they read: offsets of each row's runs; returns the run count."""
+    n_rows = listed.shape[0]
     none = np.empty((0, 2), np.int32)
     for r in numba.prange(n_rows):
-        ptr[0, r + 1] = _row_runs(mask, r, 0, none, 0, height)
-        ptr[1, r + 1] = _row_runs(mask, r, 1, none, 0, height)
+        ptr[0, r + 1] = _row_runs(listed, r, none, 0)
+        if WRAP:  # a row read anywhere is read whole (one run)
+            any_read = False
+            for x in range(read.shape[1]):
+                any_read |= read[r, x] != 0
+            ptr[1, r + 1] = 1 if any_read else 0
+        else:
+            ptr[1, r + 1] = _row_runs(read, r, none, 0)
     ptr[0, 0] = 0
     for r in range(n_rows):
         ptr[0, r + 1] += ptr[0, r]
@@ -391,80 +431,82 @@ def index_counts(mask, height, ptr):
 
 
 @numba.njit(cache=True, parallel=True)
-def index_fill(mask, height, ptr, runs):
+def index_fill(listed, read, ptr, runs):
     """Write the runs that :func:`index_counts` counted into runs (at least that many rows, int32)."""
-    for r in numba.prange(mask.shape[0]):
-        _row_runs(mask, r, 0, runs, ptr[0, r], height)
-        _row_runs(mask, r, 1, runs, ptr[1, r], height)
-
-
-def index_from_mask(mask, height):
-    """(ptr (2, N+1) int64, runs (R, 2) int32) of an (N, W) uint8 mask of the cells to list (see alive_index)."""
-    ptr = np.zeros((2, mask.shape[0] + 1), np.int64)
-    runs = np.empty((index_counts(mask, height, ptr), 2), np.int32)
-    index_fill(mask, height, ptr, runs)
-    return ptr, runs
+    for r in numba.prange(listed.shape[0]):
+        _row_runs(listed, r, runs, ptr[0, r])
+        if WRAP:
+            if ptr[1, r + 1] > ptr[1, r]:
+                runs[ptr[1, r], 0] = 0
+                runs[ptr[1, r], 1] = read.shape[1]
+        else:
+            _row_runs(read, r, runs, ptr[1, r])
 
 
 def alive_index(rows, alive_thr, height=None):
     """Where the cells that may update are, and which stored values they read.
 
     rows: the state as (N, W, C) rows (as :func:`step_inplace` takes it); alive_thr: float32;
-    height: rows per sample (only wrapping needs it; default N). Returns (ptr (2, N+1) int64,
-    runs (R, 2) int32): ``runs[ptr[0, r]:ptr[0, r+1]]`` are the [start, stop) column runs of
-    row r's alive cells under the static rule (every cell under no rule),
-    ``runs[ptr[1, r]:ptr[1, r+1]]`` those of the columns of row r that a listed cell of rows
-    r-1..r+1 reads (its 3x3 neighbourhood). Valid as long as the alive channel does not
-    change (steps never write it). Builds an (N, W) uint8 mask on the way, freed on return.
+    height: rows per sample (default N). Returns (ptr (2, N+1) int64, runs (R, 2) int32):
+    ``runs[ptr[0, r]:ptr[0, r+1]]`` are the [start, stop) column runs of row r's alive cells
+    under the static rule (every cell under no rule), ``runs[ptr[1, r]:ptr[1, r+1]]`` those of
+    the columns of row r that a listed cell of its sample reads (its 3x3 neighbourhood). Valid
+    as long as the alive channel does not change (steps never write it). Builds (N, W) uint8
+    masks on the way, freed on return.
     """
-    mask = np.empty(rows.shape[:2], np.uint8)
-    _alive_mask(rows, alive_thr, mask)
-    return index_from_mask(mask, rows.shape[0] if height is None else height)
+    height = rows.shape[0] if height is None else height
+    listed, read, tmp = (np.empty(rows.shape[:2], np.uint8) for _ in range(3))
+    _alive_mask(rows, alive_thr, listed)
+    dilate(listed, height, read, tmp)
+    ptr = np.zeros((2, rows.shape[0] + 1), np.int64)
+    runs = np.empty((index_counts(listed, read, ptr), 2), np.int32)
+    index_fill(listed, read, ptr, runs)
+    return ptr, runs
 
 
-# -- the max-pool alive rule --------------------------------------------------------------------
+# -- the max-pool alive rule ----------------------------------------------------------------------
 
-@numba.njit(cache=True, parallel=True)
-def _above(rows, alive_thr, hot):
-    for r in numba.prange(rows.shape[0]):
-        for x in range(rows.shape[1]):
-            hot[r, x] = load(rows[r, x, ALIVE_CH]) > alive_thr
-
-
-@numba.njit(cache=True, parallel=True)
-def _dilate(mask, height, out, only):
-    """out = mask dilated by the 3x3 neighbourhood in each sample, and (when ``only`` has rows) only where only is set."""
-    for r in numba.prange(mask.shape[0]):
-        for x in range(mask.shape[1]):
-            out[r, x] = _near_in_sample(mask, r, x, height) and (only.shape[0] == 0 or only[r, x] != 0)
-
-
-def maxpool_pre(rows, height, alive_thr, hot, pre, act):
-    """Before a step under the max-pool rule: pre = the rule on the state (the 3x3 max of channel
-    ALIVE_CH in the sample > thr); act = the cells within one cell of a pre cell (their updates
-    decide the rule after the step). hot: scratch; all (N, W) uint8."""
-    none = hot[:0]
-    _above(rows, alive_thr, hot)
-    _dilate(hot, height, pre, none)
-    _dilate(pre, height, act, none)
+def maxpool_pre(rows, height, alive_thr, masks, fresh):
+    """Before a step under the max-pool rule, into ``masks`` (hot, tmp, pre, act, read, keep, live: (N, W)
+    uint8 each): pre = the rule on the state (a cell of the 3x3 neighbourhood in the sample has channel
+    ALIVE_CH > thr); act = the cells within one cell of a pre cell (their updates decide the rule after
+    the step: the cells the kernel lists); read = the values those read. live: the cells that may hold
+    values (kept by the last step; all ones when unknown, or when thr < 0 makes zero cells alive).
+    hot: the cells whose channel ALIVE_CH > thr, read from the state when ``fresh`` (the first step,
+    after an outside write, thr < 0), else kept current by the kernel and :func:`zero_dead`."""
+    hot, tmp, pre, act, read, _, live = masks
+    if fresh:
+        _above(rows, alive_thr, hot, live, live)
+    dilate(hot, height, pre, tmp)
+    dilate(pre, height, act, tmp)
+    dilate(act, height, read, tmp)
 
 
-def maxpool_keep(rows, height, alive_thr, hot, pre, keep):
-    """After a step under the max-pool rule: keep = pre and the rule on the new state."""
-    _above(rows, alive_thr, hot)
-    _dilate(hot, height, keep, pre)
+def maxpool_keep(height, masks):
+    """After a step under the max-pool rule: keep = pre and the rule on the new state (hot: kept
+    current by the kernel for every cell it wrote)."""
+    hot, tmp, pre, keep = masks[0], masks[1], masks[2], masks[5]
+    dilate(hot, height, keep, tmp, pre)
 
 
 @numba.njit(cache=True, parallel=True)
-def zero_dead(rows, live, act, keep):
+def zero_dead(rows, live, act, keep, hot):
     """Zero every cell that may hold values (``live``: kept by the last step; ``act``: updated by this
-    one) and is not kept; then live = keep. Every other cell is zero already."""
+    one) and is not kept; then live = keep, and hot &= keep (a zeroed cell's channel is 0, not above a
+    threshold >= 0). Every other cell is zero already."""
     for r in numba.prange(rows.shape[0]):
+        lr, ar, kr, hr = live[r], act[r], keep[r], hot[r]
+        work = np.uint8(0)
+        for x in range(rows.shape[1]):  # branch-free (vectorised): does the row have a cell to zero?
+            work |= (lr[x] | ar[x]) & (kr[x] ^ np.uint8(1))
+        if work:
+            for x in range(rows.shape[1]):
+                if (lr[x] | ar[x]) and not kr[x]:
+                    for c in range(C):
+                        rows[r, x, c] = store(np.float32(0.0), rows[r, x, c])
         for x in range(rows.shape[1]):
-            if (live[r, x] or act[r, x]) and not keep[r, x]:
-                for c in range(C):
-                    rows[r, x, c] = store(np.float32(0.0), rows[r, x, c])
-            live[r, x] = keep[r, x]
+            lr[x] = kr[x]
+            hr[x] &= kr[x]
 
 
 # -- buffers --------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ code). :func:`load` writes a copy of the template with the block rendered for a
 description into the kernel cache folder and imports it. The copy's file name carries a
 hash of its text, so
 
-- every description gets its own module, whose constants Numba compiles in (no shape is
-  a run-time argument, so loops over channels and widths unroll and vectorise as for MNIST);
+- every kernel shape gets its own module, whose constants Numba compiles in (no shape is a
+  run-time argument, so loops over channels and widths unroll and vectorise as for MNIST);
+  descriptions whose sizes differ only within the padding to whole vectors share one;
 - Numba caches each module's machine code across processes like any other source file
   (the file is written once, atomically, and never rewritten: its time stamp stays valid);
 - an edit of the template, or another vector width, yields another file, never stale code.
@@ -77,6 +78,8 @@ def load(template: str, block: str, label: str = "model"):
         pkg.__path__ = []
         sys.modules[_PACKAGE] = pkg
     spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the generated kernel {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
     try:

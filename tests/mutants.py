@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CPU_TESTS = ["tests/test_oracle.py", "tests/test_rules.py", "tests/test_equivalence.py", "tests/test_storage.py",
              "tests/test_engine.py", "tests/test_api.py"]
-CUDA_TESTS = ["tests/cuda/test_cuda_kernel.py"]
+CUDA_TESTS = ["tests/cuda/test_cuda_kernel.py", "tests/cuda/test_cuda_described.py"]
 DESC_TESTS = ["tests/test_descriptions.py", "tests/test_descriptions_torch.py"]
 
 # name: (file, original text, mutated text, tests to run, what the bug is)
@@ -84,6 +84,10 @@ MUTANTS = {
         "                if n == BLOCK:\n                    _flush(rows, n, ",
         "                if n == BLOCK:\n                    _flush(rows, n - 1, ",
         CPU_TESTS, "CPU: a full block is flushed without its last cell"),
+    "desc-dask-maxpool-reach-one": (
+        "fastca/distributed/rounds.py", '    return 2 if description.alive.rule == "maxpool" else 1\n', "    return 1\n",
+        ["tests/test_distributed_descriptions.py"],
+        "Dask, max-pool rule: rounds widened by one cell per step (a cell's survival reads two cells away)"),
     "desc-layer-width-off-by-one": (
         "kernels/cpu_shape.py", "        block[:w.shape[0], :x.out] = w\n",
         "        block[:w.shape[0], :x.out - (i == 1)] = w[:, :x.out - (i == 1)]\n", CPU_TESTS + DESC_TESTS,
@@ -98,11 +102,11 @@ MUTANTS = {
         "CPU, depthwise perception: the first layer's rows left channel-major while P is filter-major"),
     "desc-maxpool-post-mask-skipped": (
         "fastca/backends/numba_cpu.py",
-        "                self._k.maxpool_keep(self._rows, self._height, self._thr, self._hot, self._pre, self._keep)\n",
-        "                self._keep[:] = self._pre\n", DESC_TESTS,
+        "                self._k.maxpool_keep(self._height, m)\n",
+        "                m[5] = m[2]\n", DESC_TESTS,
         "CPU, max-pool rule: the alive test after the update skipped (cells alive before are kept)"),
     "desc-maxpool-not-dilated": (
-        "kernels/cpu.py", "    _dilate(pre, height, act, none)\n", "    act[:] = pre\n", DESC_TESTS,
+        "kernels/cpu.py", "    dilate(pre, height, act, tmp)\n", "    act[:] = pre\n", DESC_TESTS,
         "CPU, max-pool rule: only cells alive before update; their dead neighbours' updates are lost"),
     "desc-wrap-pad-zero": (
         "kernels/cpu.py", "            dst[0, c] = dst[last - 1, c]\n", "            dst[0, c] = 0.0\n", DESC_TESTS,
@@ -129,12 +133,10 @@ MUTANTS = {
         "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
         "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
     "cpu-index-reads-not-dilated": (
-        "kernels/cpu.py", "        for dx in range(-1, 2):\n            if WRAP:\n                if mask[q, (x + dx) % width]:",
-        "        for dx in range(0, 1):\n            if WRAP:\n                if mask[q, (x + dx) % width]:",
+        "kernels/cpu.py", "            o[x] = row[x - 1] | row[x] | row[x + 1]\n", "            o[x] = row[x]\n",
         CPU_TESTS, "CPU: the alive index loads only alive columns, not their dead neighbours (stale reads)"),
     "cpu-index-reads-own-row": (
-        "kernels/cpu.py", "    for dy in range(-1, 2):\n        if WRAP:\n            q = base + (y + dy) % height\n        elif 0 <= y + dy < height:\n            q = r + dy\n        else:\n            continue\n        for dx in range(-1, 2):\n            if WRAP:\n                if mask",
-        "    for dy in range(0, 1):\n        if WRAP:\n            q = base + (y + dy) % height\n        elif 0 <= y + dy < height:\n            q = r + dy\n        else:\n            continue\n        for dx in range(-1, 2):\n            if WRAP:\n                if mask",
+        "kernels/cpu.py", "            o[x] = row[x] | (a[x] & ua) | (b[x] & ub)\n", "            o[x] = row[x]\n",
         CPU_TESTS, "CPU: a row's loads ignore the alive cells of the rows above and below"),
     "cpu-index-stale-after-mutate": (
         "fastca/backends/base.py",

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import metrics, spec
+from .. import metrics
 from .._state import host_state, mutate_host
 
 log = logging.getLogger("fastca")
@@ -76,7 +76,7 @@ class BackendInfo:
     summary: str = ""
 
 
-_REGISTRY = {}
+_REGISTRY: dict[str, BackendInfo] = {}
 
 
 def register(info):

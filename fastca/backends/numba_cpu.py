@@ -38,11 +38,15 @@ class NumbaCPU(HostRunner):
         self._nonfinite = np.zeros(len(self._bands), np.int64)
         self._scratch = self._k.scratch_buffers(len(self._bands), n_b, n_w, numba.config.NUMBA_NUM_THREADS)
         self._weights = cpu_shape.pack_weights(description, weights.arrays())
-        if self._rule == "maxpool":  # masks (N, W) uint8: scratch, before, near before, kept, kept last step
-            self._hot, self._pre, self._act, self._keep, self._live = np.zeros((5, n_b * n_h, n_w), np.uint8)
-            self._live[:] = 1  # unknown: any cell may hold values
+        if self._rule == "maxpool":  # (N, W) uint8 masks: hot, tmp, pre, act, read, keep, live (kernels.cpu.maxpool_pre)
+            self._masks = np.zeros((7, n_b * n_h, n_w), np.uint8)
+            self._masks[6] = 1  # live: unknown, any cell may hold values
+            self._fresh = True  # hot must be read from the state before the next step
+            self._hot = self._masks[0]
             self._ptr = np.zeros((2, n_b * n_h + 1), np.int64)
             self._runs = np.zeros((0, 2), np.int32)
+        else:
+            self._hot = np.zeros((1, 1), np.uint8)  # unused
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
                       np.asarray(p.origin, np.int64))
@@ -64,22 +68,26 @@ class NumbaCPU(HostRunner):
             chunk = numba.set_parallel_chunksize(1)
             try:
                 self._kernel(self._rows, self._height, self._weights, seed, np.int64(t), fire_rate, noise_std,
-                             origin, self._bands, self._nonfinite, *self._scratch, *index)
+                             origin, self._bands, self._nonfinite, *self._scratch, *index, self._hot, self._thr)
             finally:
                 numba.set_parallel_chunksize(chunk)
             if self._rule == "maxpool":
-                self._k.maxpool_keep(self._rows, self._height, self._thr, self._hot, self._pre, self._keep)
-                self._k.zero_dead(self._rows, self._live, self._act, self._keep)
+                m = self._masks
+                self._k.maxpool_keep(self._height, m)
+                self._k.zero_dead(self._rows, m[6], m[3], m[5], m[0])
+                self._fresh = self._thr < 0  # a zeroed cell is alive: hot must be read again
 
     def _maxpool_index(self):
         """The max-pool rule's index for this step: the cells within one cell of an alive one (and the
         values they read). Its runs array grows when the alive region does (rarely: by half again)."""
-        k = self._k
-        k.maxpool_pre(self._rows, self._height, self._thr, self._hot, self._pre, self._act)
-        n = k.index_counts(self._act, self._height, self._ptr)
+        k, m = self._k, self._masks
+        if self._thr < 0:  # a zero cell is alive: any cell may count
+            m[6] = 1
+        k.maxpool_pre(self._rows, self._height, self._thr, m, self._fresh)
+        n = k.index_counts(m[3], m[4], self._ptr)
         if n > self._runs.shape[0]:
             self._runs = np.zeros((max(n, self._runs.shape[0] * 3 // 2), 2), np.int32)
-        k.index_fill(self._act, self._height, self._ptr, self._runs)
+        k.index_fill(m[3], m[4], self._ptr, self._runs)
         return self._ptr, self._runs
 
     def count(self, handle, buf, i):
@@ -103,7 +111,8 @@ class NumbaCPU(HostRunner):
         (under the max-pool rule: any cell may hold values again)."""
         self._index = None
         if self._rule == "maxpool":
-            self._live[:] = 1
+            self._masks[6] = 1
+            self._fresh = True
 
     def nonfinite(self):
         """The sample of a cell that became non-finite since the last call (None: none); resets."""

@@ -50,7 +50,8 @@ def zarr_run(model, store, steps, *, gray=None, chunks=None, halo=16, seed=0, st
     ``on_round(step, info)`` gets {"seconds", and with tiles "accuracy", "digit_agreement"}.
     """
     if not isinstance(model, NCAWeights):
-        raise TypeError(f"model must be NCAWeights, got {type(model).__name__}")
+        raise TypeError(f"model must be NCAWeights (the self-classifying MNIST model: distributed runs take "
+                        f"only it so far; any model description runs with fastca.Simulation), got {type(model).__name__}")
     steps = _checks.check_steps(steps)
     halo = _check_halo(halo)
     seed = _checks.check_seed(seed)

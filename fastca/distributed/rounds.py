@@ -9,7 +9,7 @@ import operator
 import numpy as np
 
 from .. import _checks, spec
-from .._state import initial_state, is_state_input
+from .._state import gray_channel, initial_state, is_state_input
 from ..simulation import Simulation
 from ..weights import NCAWeights
 
@@ -22,15 +22,17 @@ def _dask():
     return da
 
 
-def as_state(x, input="auto", storage="float32"):
-    """A dask array ``x`` (gray (H, W) / (B, H, W), or a state (..., H, W, 20)) as a (B, H, W, 20)
-    state in the storage type, channels in one chunk; plus the input's leading shape."""
+def as_state(x, input="auto", storage="float32", description=None):
+    """A dask array ``x`` (gray (H, W) / (B, H, W), or a state (..., H, W, C)) as a (B, H, W, C)
+    state in the storage type, channels in one chunk; plus the input's leading shape. C: the
+    description's channels (default: the MNIST model's 20)."""
     da = _dask()
     dtype = _checks.check_storage(storage)
+    channels = spec.CHANNELS if description is None else description.channels
     x = x if isinstance(x, da.Array) else da.asarray(x)
-    if is_state_input(x.shape, x.dtype, input):
-        if x.ndim not in (3, 4) or x.shape[-1] != spec.CHANNELS:
-            raise ValueError(f"state must be (H, W, 20) or (B, H, W, 20), got shape {x.shape}")
+    if is_state_input(x.shape, x.dtype, input, channels):
+        if x.ndim not in (3, 4) or x.shape[-1] != channels:
+            raise ValueError(f"state must be (H, W, {channels}) or (B, H, W, {channels}), got shape {x.shape}")
         lead = x.shape[:-1]
         state = x if x.ndim == 4 else x[None]
         return state.astype(dtype).rechunk({3: -1}), lead
@@ -39,8 +41,9 @@ def as_state(x, input="auto", storage="float32"):
     lead = x.shape
     gray = x if x.ndim == 3 else x[None]
 
-    state = gray.map_blocks(functools.partial(initial_state, dtype=dtype), dtype=dtype, new_axis=3,
-                            chunks=gray.chunks + ((spec.CHANNELS,),))
+    gray_channel(description)  # a model whose aliveness is not a static channel takes states only
+    state = gray.map_blocks(functools.partial(initial_state, dtype=dtype, description=description), dtype=dtype,
+                            new_axis=3, chunks=gray.chunks + ((channels,),))
     return state, lead
 
 
@@ -72,7 +75,7 @@ def _check_halo(halo):
 class _Round:
     """What every task of one round needs (pickled to the workers)."""
 
-    model: NCAWeights
+    model: object  # NCAWeights or NCA
     steps: int
     start_step: int
     seed: int
@@ -84,24 +87,43 @@ class _Round:
     backend: str
 
     def __call__(self, block, block_info=None):
-        k = self.steps
+        d = reach(self.model.description) * self.steps
         ib, iy, ix = block_info[0]["chunk-location"][:3]
-        origin = (sum(self.chunks[0][:ib]), sum(self.chunks[1][:iy]) - (k if iy > 0 else 0),
-                  sum(self.chunks[2][:ix]) - (k if ix > 0 else 0))
+        origin = (sum(self.chunks[0][:ib]), sum(self.chunks[1][:iy]) - (d if iy > 0 else 0),
+                  sum(self.chunks[2][:ix]) - (d if ix > 0 else 0))
         sim = Simulation(self.model, block, backend=self.backend, seed=self.seed, storage=self.storage,
                          origin=origin, start_step=self.start_step, input="state", threads=self.threads,
                          fire_rate=self.fire_rate, noise=self.noise)
-        sim.run(k, progress=False)
+        sim.run(self.steps, progress=False)
         return sim.state(copy=False)  # the simulation's own array: the input block is never written
+
+
+def reach(description):
+    """Cells a step's result reaches: 1 (the 3x3 perception), 2 under the max-pool rule (a cell's
+    survival reads its neighbours' new values, which read theirs)."""
+    return 2 if description.alive.rule == "maxpool" else 1
+
+
+def _check_model(model, state):
+    """The model a distributed run takes: NCAWeights or an NCA; a wrap-around model only with the grid
+    in one chunk along H and W (a piece of a torus has no global coordinates for its halo)."""
+    from ..nca import NCA
+
+    if not isinstance(model, (NCAWeights, NCA)):
+        raise TypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
+    if model.description.boundary == "wrap" and (len(state.chunks[1]) > 1 or len(state.chunks[2]) > 1):
+        raise ValueError(f"model {model.description.name!r} wraps around the grid: a distributed run needs the grid "
+                         "in one chunk along H and W (chunk along the batch instead)")
 
 
 def advance(state, model, steps, *, start_step=0, seed=0, storage="float32", fire_rate=None, noise=None,
             threads=None, backend="auto"):
-    """One round: ``state`` (B, H, W, 20) dask array advanced by ``steps`` steps (<= every chunk's
-    size along H and W that has neighbours), lazily."""
+    """One round: ``state`` (B, H, W, C) dask array advanced by ``steps`` steps, lazily; chunks along H
+    and W that have neighbours must hold at least ``steps`` x :func:`reach` cells (the halo)."""
     fn = _Round(model, operator.index(steps), operator.index(start_step), operator.index(seed), storage, state.chunks,
                 fire_rate, noise, threads, backend)
-    return state.map_overlap(fn, depth={0: 0, 1: steps, 2: steps, 3: 0}, boundary="none", trim=True,
+    d = reach(model.description) * steps
+    return state.map_overlap(fn, depth={0: 0, 1: d, 2: d, 3: 0}, boundary="none", trim=True,
                              dtype=state.dtype, meta=np.empty((0, 0, 0, 0), state.dtype))
 
 
@@ -109,26 +131,34 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
              noise=None, input="auto", backend="auto", on_round=None, persist=True):
     """Run the automaton on a dask array; returns the (lazy or persisted) dask array of the final state.
 
-    x: a dask array: gray (H, W) / (B, H, W), or a state (..., H, W, 20); chunks of at least
-    ``halo`` cells along H and W (the channel axis is put in one chunk). Each round runs
-    ``min(halo, steps left)`` steps per chunk on the chunk widened by that many cells and is
+    model: NCAWeights, or any :class:`fastca.NCA` (a wrap-around one with the grid in one chunk
+    along H and W). x: a dask array: gray (H, W) / (B, H, W), or a state (..., H, W, C); chunks of
+    at least ``halo`` cells along H and W (the channel axis is put in one chunk). Each round runs
+    ``min(halo // reach, steps left)`` steps per chunk on the chunk widened by their reach
+    (:func:`reach`: 1 cell per step, 2 under the max-pool rule) and is
     persisted before the next (``persist=False`` builds one lazy graph instead), so the task
     graph stays small. ``on_round(step, state)`` is called after each round. The result has
-    the input's leading shape + (20,) and equals ``fastca.simulate(model, x.compute(), steps,
+    the input's leading shape + (C,) and equals ``fastca.simulate(model, x.compute(), steps,
     seed=seed, start_step=start_step, ...)`` bit for bit on the same backend (``backend`` as in
     :func:`fastca.simulate`, resolved on each worker; the Numba backends give a cell the same
     bits whatever chunk it falls in, the torch reference does not promise that).
     """
-    if not isinstance(model, NCAWeights):
-        raise TypeError(f"model must be NCAWeights, got {type(model).__name__}")
+    from ..nca import NCA
+
+    if not isinstance(model, (NCAWeights, NCA)):
+        raise TypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
     steps = _checks.check_steps(steps)
     seed = _checks.check_seed(seed)
-    state, lead = as_state(x, input, storage)
+    state, lead = as_state(x, input, storage, model.description)
+    _check_model(model, state)
     halo = check_chunks(state, halo)
+    r = reach(model.description)
+    if halo < r:
+        raise ValueError(f"halo must be at least {r} for model {model.description.name!r} (a step reaches {r} cells)")
     t = _checks.check_steps(start_step)
     left = steps
     while left > 0:
-        k = min(halo, left)
+        k = min(halo // r, left)  # steps per round: their reach fits the halo
         state = advance(state, model, k, start_step=t, seed=seed, storage=storage, fire_rate=fire_rate, noise=noise,
                         threads=threads, backend=backend)
         if persist:
@@ -137,4 +167,4 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
         left -= k
         if on_round is not None:
             on_round(t, state)
-    return state.reshape(lead + (spec.CHANNELS,)) if len(lead) == 2 else state
+    return state.reshape(lead + (state.shape[-1],)) if len(lead) == 2 else state
