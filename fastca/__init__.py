@@ -28,6 +28,7 @@ __all__ = [
     "NCA",
     "NCAWeights",
     "PRETRAINED",
+    "PRETRAINED_NCA",
     "SimResult",
     "Simulation",
     "available_backends",
@@ -51,6 +52,11 @@ PRETRAINED = {
     "fastca-mnist": "fastca_mnist.npz",  # trained by fastca itself (see assets/MODEL_CARD.md)
     "distill-2020": "distill_2020.npz",  # the published Distill model (CC-BY 4.0)
 }
+#: Embedded models of other descriptions (:class:`NCA`): name -> file in fastca/assets. Kept apart from
+#: PRETRAINED, whose models the MNIST commands (play, the MNIST demo) take.
+PRETRAINED_NCA = {
+    "growing-gecko": "growing_gecko.npz",  # the Growing NCA trained by fastca (fastca.growing, MODEL_CARD.md)
+}
 
 
 def pretrained(name="fastca-mnist"):
@@ -60,11 +66,14 @@ def pretrained(name="fastca-mnist"):
     the 60k MNIST training digits; recipe, training time and evaluation in
     ``fastca/assets/MODEL_CARD.md``. ``"distill-2020"``: the published Distill model
     (Randazzo et al., 2020, CC-BY 4.0), converted from its TF.js JSON by
-    :func:`load_distill_model`. ``.name`` of the result says which.
+    :func:`load_distill_model`. ``"growing-gecko"``: a Growing NCA (:data:`fastca.model.GROWING`,
+    a :class:`NCA`) trained by ``fastca train --recipe growing`` to grow the gecko emoji from one
+    cell and regrow it when cut (:mod:`fastca.growing`). ``.name`` of the result says which.
     """
     from importlib import resources
 
-    if name not in PRETRAINED:
-        raise ValueError(f"unknown pretrained model {name!r}; embedded: {', '.join(PRETRAINED)}")
-    with resources.as_file(resources.files("fastca").joinpath("assets", PRETRAINED[name])) as path:
-        return NCAWeights.load(path)
+    files = {**PRETRAINED, **PRETRAINED_NCA}
+    if name not in files:
+        raise ValueError(f"unknown pretrained model {name!r}; embedded: {', '.join(files)}")
+    with resources.as_file(resources.files("fastca").joinpath("assets", files[name])) as path:
+        return load_model(path)  # NCAWeights (MNIST) or NCA (any description), by the file's kind

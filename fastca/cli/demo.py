@@ -13,12 +13,57 @@ def add_parser(subparsers):
     add_run_options(demo, 200, "fastca-out")
     demo.add_argument("--rows", type=int, default=6, help="digit rows of the world (default 6)")
     demo.add_argument("--cols", type=int, default=10, help="digit columns of the world (default 10)")
+    demo.set_defaults(steps=None)  # per model: 200 (MNIST), 400 (growing)
+
+
+def _growing_model(name):
+    """The model of ``--model`` when it is a growing model (an embedded one or a described .npz whose alive
+    rule follows alpha), else None (the MNIST demo)."""
+    import os
+
+    import fastca
+
+    if name in fastca.PRETRAINED_NCA:
+        return fastca.pretrained(name)
+    if name and os.path.isfile(name) and name.endswith(".npz"):
+        model = fastca.load_model(name)
+        if isinstance(model, fastca.NCA):
+            if model.description.alive.rule != "maxpool" or model.description.channels < 4:
+                raise CLIError(f"{name}: fastca demo runs MNIST models and growing models (RGBA + alpha alive rule)")
+            return model
+    return None
+
+
+def _run_growing(args, model):
+    from fastca import growing
+
+    steps = 400 if args.steps is None else args.steps
+    if steps < 2:
+        raise CLIError(f"--steps must be >= 2, got {steps}")
+    backend = backends.resolve(args.backend).name
+    _check_out(args.out, ("animation.gif", "strip.png", "curve.png", "metrics.json"))
+    print(f"fastca demo: model {model.name!r}; one creature grown from one cell on a 72x72 grid, a disc cut out "
+          f"at step {steps // 2}, {steps} steps; backend {backend}, seed {args.seed}")
+    t0 = time.perf_counter()
+    paths, curve, m = growing.demo(model, args.out, steps=steps, backend=backend, seed=args.seed,
+                                   scale=args.scale, fps=args.fps,
+                                   frame_every=args.frame_every, progress=print)
+    back = m["steps_back_to_0.01"]
+    print(f"MSE per RGBA value against the target: {m['mse_before_cut']:.4f} before the cut, {m['mse_after_cut']:.4f} "
+          f"after it, {m['mse_end']:.4f} at step {steps}"
+          + (f"; back to <= 0.01 {back} steps after the cut" if back else ""))
+    print(f"simulated in {time.perf_counter() - t0:.1f} s; wrote: " + ", ".join(paths))
+    return 0
 
 
 def run(args):
     import fastca
     from fastca.world import World, run_world
 
+    model = _growing_model(args.model)
+    if model is not None:
+        return _run_growing(args, model)
+    args.steps = 200 if args.steps is None else args.steps
     if not 1 <= args.rows <= 16 or not 1 <= args.cols <= 16:
         raise CLIError(f"--rows and --cols must be in 1..16, got {args.rows} and {args.cols}")
     if args.steps < 2:

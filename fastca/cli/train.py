@@ -11,15 +11,23 @@ from .options import CLIError, _check_out, add_data
 
 def add_parser(subparsers):
     tr = subparsers.add_parser("train", help="train a model with the article's recipe (torch reference)")
+    tr.add_argument("--recipe", choices=("mnist", "growing"), default="mnist",
+                    help="mnist: self-classifying digits (default); growing: the Growing NCA's regenerating "
+                         "experiment (--target IMAGE or --emoji CHAR; see fastca.growing)")
+    tr.add_argument("--target", default=None, help="growing: the target picture (RGBA; resized to 40x40)")
+    tr.add_argument("--emoji", default=None, help="growing: an emoji drawn with fonts-noto-color-emoji (the gecko is U+1F98E)")
+    tr.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; on a busy machine 1 can be much faster than 2)")
+    tr.add_argument("--log", default=None, help="growing: a file that gets one line per iteration (default OUT/train.log)")
     add_data(tr)
-    tr.add_argument("--iterations", type=int, default=100_000)
+    tr.add_argument("--iterations", type=int, default=None, help="default 100000 (mnist), 8000 (growing)")
     tr.add_argument("--batch", type=int, default=None, help="samples per iteration (default 16)")
     tr.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     tr.add_argument("--decay-at", default=None, help="iterations where the learning rate drops x0.1 (default 30000,70000)")
     tr.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
     tr.add_argument("--out", default="fastca-train", help="folder for checkpoint.pt and model.npz")
-    tr.add_argument("--checkpoint-every", type=int, default=1000)
+    tr.add_argument("--checkpoint-every", type=int, default=None, help="default 1000 (mnist), 100 (growing)")
     tr.add_argument("--resume", action="store_true",
                     help="continue from OUT/checkpoint.pt (the same recipe; --lr may only be lowered)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in OUT (refused without it)")
@@ -42,6 +50,18 @@ def run(args):
     import fastca
     from fastca.train import TrainConfig, check_run_folder, train
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.recipe == "growing":
+        return _run_growing(args)
+    if args.target is not None or args.emoji is not None:
+        raise CLIError("--target and --emoji belong to --recipe growing")
+    args.iterations = 100_000 if args.iterations is None else args.iterations
+    args.checkpoint_every = 1000 if args.checkpoint_every is None else args.checkpoint_every
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}")
     _check_out(args.out)
@@ -81,4 +101,53 @@ def run(args):
                              time_limit=args.time_limit, progress=sys.stderr.isatty())
     print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; "
           f"last loss {trainer.losses[-1] if trainer.losses else float('nan'):.4f}; wrote {args.out}/model.npz")
+    return 0
+
+
+def _run_growing(args):
+    """``fastca train --recipe growing``: the Growing NCA's regenerating experiment (fastca.growing)."""
+    from fastca import growing
+
+    if (args.target is None) == (args.emoji is None):
+        raise CLIError("--recipe growing needs one of --target IMAGE or --emoji CHAR")
+    for name in ("limit", "data", "batch", "decay_at"):
+        if getattr(args, name) is not None:
+            raise CLIError(f"--{name.replace('_', '-')} is not an option of --recipe growing")
+    if args.device != "cpu":
+        raise CLIError("--recipe growing trains on the CPU (sparse steps); --device cuda is not supported yet")
+    _check_out(args.out)
+    try:
+        growing.check_run_folder(args.out, args.resume, args.overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        target = growing.target_for(emoji=args.emoji, image=args.target)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    options = {"iterations": args.iterations, "checkpoint_every": args.checkpoint_every,
+               "sparse": False if args.dense else None}
+    if args.resume:
+        saved = growing.load_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
+        if args.seed is not None and args.seed != saved["seed"]:
+            raise CLIError(f"--resume continues the checkpoint's recipe: --seed {args.seed} (checkpoint: "
+                           f"{saved['seed']}); drop it, or train into a new --out")
+        if args.lr is not None and args.lr > saved["lr"]:
+            raise CLIError(f"--resume may only lower --lr ({args.lr:g} > checkpoint's {saved['lr']:g})")
+        options = {k: v for k, v in options.items() if v is not None}
+    else:
+        options = {k: v for k, v in options.items() if v is not None}
+        if args.seed is not None:
+            options["seed"] = args.seed
+    log = args.log or os.path.join(args.out, "train.log")
+    print(f"fastca train --recipe growing: target {args.target or repr(args.emoji)}; checkpoints in {args.out}, "
+          f"one line per iteration in {log}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        nca, trainer = growing.train(target, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+                                     progress=sys.stderr.isatty(), time_limit=args.time_limit, log_path=log,
+                                     lr=args.lr, **options)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; last loss "
+          f"{trainer.losses[-1] if trainer.losses else float('nan'):.5f}; wrote {args.out}/model.npz")
     return 0
