@@ -600,7 +600,7 @@ def evaluate(nca, target=None, n=64, backend="auto", seed=0, persist_steps=2000,
     - ``long``: ``long_n`` seeds run to ``long_steps``: finite?, largest |state|, MSE at the end,
       living cells against the target's.
 
-    Every run is a :class:`fastca.Simulation` (``backend``, default numba-cpu) with the shared
+    Every run is a :class:`fastca.Simulation` (``backend``; "auto": numba-cpu on a CPU machine) with the shared
     generator's keys (``seed``). ``progress``: a callable taking a message, or None.
     """
     say = progress or (lambda msg: None)
