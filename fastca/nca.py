@@ -104,7 +104,7 @@ class NCA:
     @classmethod
     def load(cls, path) -> "NCA":
         """Read a file written by :meth:`save`; one-line ValueError naming the file for anything else."""
-        from .weights import open_regular_file
+        from .weights import _read_npy, open_regular_file
 
         path = os.fspath(path)
         try:
@@ -140,35 +140,6 @@ class NCA:
             return cls(description, arrays, name)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {exc}") from None
-
-
-def _read_npy(member, key, shape, kinds, limit):
-    """One ``.npy`` member whose header must declare ``shape``, a dtype of one of ``kinds`` and at most
-    ``limit`` bytes; read only after those checks.
-
-    (:func:`fastca.weights._read_npy` does the same with the MNIST format's 1 MiB cap per
-    array, which a described model's layers may exceed: a 1024 x 1024 layer is 4 MiB.)
-    """
-    from .weights import _KIND_NAMES, _MAX_HEADER_BYTES
-
-    version = np.lib.format.read_magic(member)
-    if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"member {key!r}: unsupported .npy version {version}")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    got_shape, fortran, dtype = read_header(member, max_header_size=_MAX_HEADER_BYTES)
-    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
-        raise ValueError(f"member {key!r} has dtype {dtype}, expected {_KIND_NAMES[kinds]}")
-    if tuple(got_shape) != shape:
-        raise ValueError(f"member {key!r} has shape {tuple(got_shape)}, expected {shape}")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes > limit:
-        raise ValueError(f"member {key!r} declares {nbytes} bytes, more than the format's")
-    raw = member.read(nbytes)
-    if len(raw) != nbytes:
-        raise ValueError(f"member {key!r} is truncated ({len(raw)} of {nbytes} bytes)")
-    if member.read(1):  # (reading to the member's end also checks its CRC)
-        raise ValueError(f"member {key!r} holds data after its array")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def load_model(path):

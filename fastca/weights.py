@@ -240,8 +240,9 @@ def _read_members(f):
     return data
 
 
-def _read_npy(member, key, shape, kinds):
-    """One .npy member whose header must declare ``shape`` and a dtype of one of ``kinds``."""
+def _read_npy(member, key, shape, kinds, limit=_MAX_MEMBER_BYTES):
+    """One .npy member whose header must declare ``shape``, a dtype of one of ``kinds`` and at most
+    ``limit`` bytes (default: this format's 1 MiB per array; a described model's file passes its own)."""
     version = np.lib.format.read_magic(member)
     if version == (1, 0):
         got_shape, fortran, dtype = np.lib.format.read_array_header_1_0(member, max_header_size=_MAX_HEADER_BYTES)
@@ -254,7 +255,7 @@ def _read_npy(member, key, shape, kinds):
     if tuple(got_shape) != shape:
         raise ValueError(f"member {key!r} has shape {tuple(got_shape)}, expected {shape}")
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes > _MAX_MEMBER_BYTES:
+    if nbytes > limit:
         raise ValueError(f"member {key!r} declares {nbytes} bytes, more than the format's")
     raw = member.read(nbytes)
     if len(raw) != nbytes:
