@@ -515,17 +515,10 @@ def load_checkpoint(path):
 
 def check_run_folder(out_dir, resume=False, overwrite=False):
     """Before any work: a new run must not overwrite another (FileExistsError unless ``overwrite``);
-    a resume needs its checkpoint (FileNotFoundError)."""
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other")
-    if resume:
-        if not out_dir or not os.path.exists(os.path.join(out_dir, "checkpoint.pt")):
-            raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}")
-    elif out_dir and not overwrite:
-        existing = [n for n in RUN_FILES if os.path.exists(os.path.join(out_dir, n))]
-        if existing:
-            raise FileExistsError(f"{out_dir} already holds a training run ({', '.join(existing)}): continue it with "
-                                  "--resume, or replace it with --overwrite")
+    a resume needs its checkpoint (FileNotFoundError). The MNIST recipe's check: the same run files."""
+    from .train import check_run_folder as check
+
+    check(out_dir, resume, overwrite)
 
 
 def train(target, config=None, out_dir=None, resume=False, overwrite=False, progress=False, time_limit=None,
