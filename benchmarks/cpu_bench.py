@@ -20,14 +20,14 @@ import time
 
 
 import fastca
+from benchmarks import registry
 from benchmarks.machine import fma_peak, metadata, widest_width
-from benchmarks.registry import mnist_world, updated_cells
+from benchmarks.registry import MNIST_PRETRAINED, mnist_world
 
 
-def run_numba(model, gray, steps, threads=None):
+def run_numba(size, steps, threads=None):
     """Seconds of the step loop (``SimResult.seconds``: like the baselines, without building the state)."""
-    fastca.simulate(model, gray[:64, :64], 2, threads=threads)  # compile / load cache
-    res = fastca.simulate(model, gray, steps, threads=threads)
+    res = registry.setup(MNIST_PRETRAINED, "numba-cpu", size, steps, threads=threads)()
     return res.seconds, res
 
 
@@ -87,7 +87,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     model = fastca.pretrained()
     gray, _ = mnist_world(args.size)
-    alive, updates = updated_cells(args.size, args.steps)
+    alive, updates = registry.updated_cells(MNIST_PRETRAINED, args.size, args.steps)
     meta = metadata()
     peaks_by_width = {w: {t: fma_peak(t, w) for t in (1, 2)} for w in (256, 512)}
     width = widest_width(peaks_by_width)
@@ -105,7 +105,7 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    seconds, _ = run_numba(model, gray, args.steps)
+    seconds, _ = run_numba(args.size, args.steps)
     record("numba-cpu", seconds)
     for name in args.baselines.split(","):
         try:

@@ -2,8 +2,9 @@
 
     python -m benchmarks.description_bench --model growing --size 1024 --steps 10 [--out DIR]
 
-``--model``: a name in :data:`fastca.model.KNOWN` (random weights: speed does not depend on
-their values) or a model file (:func:`fastca.nca.load_model`). The world
+``--model``: a workload of benchmarks/registry.py (one per description of
+:data:`fastca.model.KNOWN`, random weights: speed does not depend on their values) or a model
+file (:func:`fastca.nca.load_model`). The world
 (:func:`benchmarks.registry.described_world`): MNIST digits for a static-alive model,
 grown patterns (discs of live cells, one per 64x64 tile) for a max-pool model, every cell
 for a model without an alive rule. Baselines: :class:`fastca.torch_model.DescribedNCA`
@@ -21,32 +22,16 @@ import time
 import numpy as np
 
 import fastca
+from benchmarks import registry
 from benchmarks.machine import fma_peak, metadata, widest_width
-from benchmarks.registry import described_model, described_world
 
 
-def run_numba(net, state, steps):
-    """Seconds per step of numba-cpu (compile and the first step excluded) and the updated cells counted."""
-    warm = fastca.Simulation(net, state[:, :64, :64], backend="numba-cpu", input="state")
-    warm.run(2)  # compile / load the cache
-    sim = fastca.Simulation(net, state, backend="numba-cpu", input="state")
-    sim.run(1)
-    updates = 0
-    seconds = 0.0
-    for _ in range(steps):
-        updates += useful_updates(net.description, sim.view(), sim.t)
-        t0 = time.perf_counter()
-        sim.run(1)
-        seconds += time.perf_counter() - t0
-    return seconds, updates
-
-
-def useful_updates(description, state, step, seed=0):
-    """Cells whose update this step is kept: firing and alive (max-pool: alive before the step)."""
-    from fastca.model import alive_mask
-
-    alive = alive_mask(description, state)
-    return int((fastca.rng.uniform(seed, step, alive.shape) <= np.float32(description.fire_rate))[alive].sum())
+def run_numba(work, size, steps):
+    """Seconds of numba-cpu's step loop (compilation excluded: :func:`benchmarks.registry.setup`) and
+    the useful updates it performs (:func:`benchmarks.registry.updated_cells`)."""
+    res = registry.setup(work, "numba-cpu", size, steps)()
+    _, updates = registry.updated_cells(work, size, steps)
+    return res.seconds, updates
 
 
 def run_torch(net, state, steps, compile_):
@@ -83,16 +68,19 @@ def main(argv=None):
     parser.add_argument("--baselines", default="torch,torch-compile")
     parser.add_argument("--out", default=os.environ.get("OUT"))
     args = parser.parse_args(argv)
-    net = described_model(args.model)
+    work = registry.lookup(args.model)
+    net = work.model()
     d = net.description
-    state = described_world(d, args.size)
+    state = work.world(args.size, 0)
+    if work.input == "gray":  # the baselines take a state: the same digits as the description's world
+        state = registry.described_world(d, args.size)
     meta = metadata()
     peaks = {w: {t: fma_peak(t, w) for t in (1, 2)} for w in (256, 512)}
     width = widest_width(peaks)
     peak = peaks[width].get(2)
     cells = args.size * args.size * args.steps
     rows = []
-    seconds, updates = run_numba(net, state, args.steps)
+    seconds, updates = run_numba(work, args.size, args.steps)
 
     def record(name, secs):
         row = {"backend": name, "seconds": secs, "cell_steps_per_s": cells / secs,

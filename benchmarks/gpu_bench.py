@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import fastca
-from benchmarks.registry import mnist_world
+from benchmarks.registry import kernel_resources, mnist_world
 
 
 def device_info(cuda):
@@ -76,50 +76,37 @@ def warm_up(cuda, model, layouts, side=48):
     release_memory(cuda)
 
 
-def kernel_resources(runner):
-    """Registers, local memory and shared memory per thread/block of the compiled step kernel."""
-    kern = runner._kernel
-    out = {"layout": runner.layout, "threads": runner._threads, "seg_rows": runner.seg_rows}
-    for what in ("regs_per_thread", "local_mem_per_thread", "shared_mem_per_block"):
-        try:
-            out[what] = int(next(iter(getattr(kern, f"get_{what}")().values())))
-        except Exception as exc:  # the simulator has none of these
-            out[what] = f"n/a ({type(exc).__name__})"
-    return out
-
-
 def time_numba_cuda(cuda, model, gray, steps, storage="float32", layout=None, mode=0):
-    from fastca.backends.base import Params
-    from fastca.backends.numba_cuda import NumbaCUDA
+    """Time ``steps`` steps of a numba-cuda Simulation built on the device from the uint8 world.
 
+    ``Simulation.run`` launches the step kernels and reads one device word at the end (the
+    non-finite flag), so its time is the kernels' once the device is synchronised.
+    """
     dtype = np.float16 if storage == "float16" else np.float32
     state_bytes = gray.size * 20 * np.dtype(dtype).itemsize
     d_gray = cuda.to_device(gray)
     cuda.synchronize()
     free0 = free_memory(cuda)
-    state, _, _ = NumbaCUDA.to_state(d_gray, "gray", dtype)
-    params = Params(0, model.fire_rate, model.noise_std, model.alive_threshold)
-    runner = NumbaCUDA(model, state, params, layout=layout, mode=mode)
+    sim = fastca.Simulation(model, d_gray, backend="numba-cuda", input="gray", storage=storage,
+                            options={"layout": layout, "mode": mode})
     del d_gray
-    runner.step(0)  # JIT compile outside the timing
-    runner.step(1)
+    sim.run(2)  # JIT compile outside the timing
     cuda.synchronize()
     free1 = free_memory(cuda)
     t0 = time.perf_counter()
-    for t in range(2, steps + 2):
-        runner.step(t)
+    sim.run(steps)
     cuda.synchronize()
     seconds = time.perf_counter() - t0
     free2 = free_memory(cuda)
-    row = {"seconds": seconds, "resources": kernel_resources(runner)}
+    row = {"seconds": seconds, "resources": kernel_resources(sim)}
     if isinstance(free0, int) and isinstance(free1, int):
         used = max(free0 - free1, free0 - free2)
         row["device_bytes"] = used
         row["device_mem_over_state"] = used / state_bytes
         row["grew_during_steps_bytes"] = free1 - free2
-    labels = runner.labels()
+    labels = sim.labels("device")
     row["alive_after"] = float(np.mean(labels.copy_to_host() >= 0))
-    del runner, state, labels
+    del sim, labels
     return row
 
 

@@ -1,8 +1,9 @@
 """Frame rate of `fastca play`: frames per second at one step per frame, per world size.
 
     python -m benchmarks.play_rate --sizes 56,256,512,1024 --seconds 10 [--browser]
+    python -m benchmarks.play_rate --model growing-gecko --sizes 96,256,512,1024 [--browser]
 
-(56: the default world.) The first line says the machine: CPU model, family and model number
+(56: the digits' default world; 96: the growing model's.) The first line says the machine: CPU model, family and model number
 from /proc/cpuinfo, cores, and with ``--browser`` the Chromium version.
 
 Runs the play server in this process on a free port and either a protocol client that
@@ -86,16 +87,17 @@ def main(argv=None):
     parser.add_argument("--sizes", default="56,256,512,1024")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--model", default="fastca-mnist", help="a model of fastca.play.MODELS (e.g. growing-gecko)")
     parser.add_argument("--browser", action="store_true", help="measure in headless Chromium (the real page)")
     args = parser.parse_args(argv)
     print(json.dumps({"machine": machine(args.browser)}), flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        url, stop = start_in_thread(size=size, backend=args.backend)
+        url, stop = start_in_thread(size=size, model=args.model, backend=args.backend)
         if args.browser:
             fps, sps = browser_rate(url, args.seconds)
         else:
             fps, sps = asyncio.run(protocol_rate(url, args.seconds))
-        print(json.dumps({"size": size, "client": "chromium" if args.browser else "protocol",
+        print(json.dumps({"model": args.model, "size": size, "client": "chromium" if args.browser else "protocol",
                           "frames_per_s": round(fps, 1), "steps_per_s": round(sps, 1)}), flush=True)
         stop()
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-import fastca
+from benchmarks import registry
 from benchmarks.machine import metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/scaling_results")
     parser.add_argument("--min-size", type=int, default=256)
     parser.add_argument("--max-size", type=int, default=8192)
-    parser.add_argument("--backends", default=",".join(fastca.available_backends()),
+    parser.add_argument("--backends", default=",".join(registry.backends("all")),
                         help="backends to time, fastest first (default: every backend usable here)")
     parser.add_argument("--slow-max", type=int, default=2048,
                         help="largest side timed on the backends after the first (the slow references)")

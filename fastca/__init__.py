@@ -13,9 +13,10 @@ from . import _numba_setup
 
 _numba_setup.configure()  # before any kernel is compiled: cache folder, fork-safe threading layer
 
-from . import data, model, rng, spec  # noqa: E402
+from . import data, model, rng, seeds, spec  # noqa: E402
 from .backends import available_backends  # noqa: E402
 from .distill import load_distill_model  # noqa: E402
+from .errors import FastcaError, InputError, InputTypeError, NonFiniteError, RunError  # noqa: E402
 from .metrics import label_map, step_metrics  # noqa: E402
 from .simulate import SimResult, initial_state, mutate, simulate  # noqa: E402
 from .simulation import Simulation  # noqa: E402
@@ -25,8 +26,12 @@ from .weights import NCAWeights  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "FastcaError",
+    "InputError",
+    "InputTypeError",
     "NCA",
     "NCAWeights",
+    "NonFiniteError",
     "PRETRAINED",
     "PRETRAINED_NCA",
     "SimResult",
@@ -41,6 +46,8 @@ __all__ = [
     "mutate",
     "pretrained",
     "rng",
+    "RunError",
+    "seeds",
     "simulate",
     "spec",
     "step_metrics",
@@ -74,6 +81,6 @@ def pretrained(name="fastca-mnist"):
 
     files = {**PRETRAINED, **PRETRAINED_NCA}
     if name not in files:
-        raise ValueError(f"unknown pretrained model {name!r}; embedded: {', '.join(files)}")
+        raise InputError(f"unknown pretrained model {name!r}; embedded: {', '.join(files)}")
     with resources.as_file(resources.files("fastca").joinpath("assets", files[name])) as path:
         return load_model(path)  # NCAWeights (MNIST) or NCA (any description), by the file's kind

@@ -25,7 +25,8 @@ from pathlib import Path
 KERNEL_LOCK = threading.RLock()
 _PKG = Path(__file__).resolve().parent
 _SOURCES = ("spec.py", "rng.py", "metrics.py", "world.py")
-_KERNEL_SOURCES = ("cpu.py", "dense.py", "storage.py")  # generated kernels carry their own text hash
+# generated kernels carry their own text hash
+_KERNEL_SOURCES = ("cpu.py", "dense.py", "storage.py", "metrics.py", "world.py", "rng_grid.py")
 
 fresh_cache = False  #: True when this process compiles into a new cache folder (the first run)
 cache_dir = None

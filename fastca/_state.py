@@ -4,6 +4,7 @@
 import numpy as np
 
 from . import _checks, spec
+from .errors import InputError
 
 
 def gray_channel(description=None):
@@ -12,7 +13,7 @@ def gray_channel(description=None):
     if description is None:
         return spec.GRAY
     if description.alive.rule != "static":
-        raise ValueError(f"model {description.name!r} (alive rule {description.alive.rule!r}) takes a full state "
+        raise InputError(f"model {description.name!r} (alive rule {description.alive.rule!r}) takes a full state "
                          f"(H, W, {description.channels}) or (B, H, W, {description.channels}), not a gray image: "
                          "gray images go into a static alive channel")
     return description.alive.channel
@@ -43,11 +44,11 @@ def is_state_input(shape, dtype, input_kind, channels=spec.CHANNELS):
     "auto": 4 dimensions, or 3 with ``channels`` float channels last; "state"/"gray" force the choice.
     """
     if input_kind not in ("auto", "gray", "state"):
-        raise ValueError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
+        raise InputError(f"input must be 'auto', 'gray' or 'state', got {input_kind!r}")
     if input_kind != "auto":
         return input_kind == "state"
     if len(shape) == 3 and np.dtype(dtype).kind == "f" and shape[-1] != channels and abs(shape[-1] - channels) <= 2:
-        raise ValueError(f"a float array of shape {tuple(shape)} is ambiguous: a state needs {channels} channels "
+        raise InputError(f"a float array of shape {tuple(shape)} is ambiguous: a state needs {channels} channels "
                          f"last; pass input='gray' if it is {shape[0]} images of {shape[1]}x{shape[2]}")
     return len(shape) == 4 or (len(shape) == 3 and shape[-1] == channels and np.dtype(dtype).kind == "f")
 
@@ -73,6 +74,4 @@ def mutate_host(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD, descripti
     article's mutation)."""
     channel = gray_channel(description)
     r0, r1 = (1, spec.CHANNELS) if description is None else description.residual
-    state[..., channel] = new_gray
-    dead = ~spec.is_alive(state[..., channel].astype(np.float32), np.float32(alive_threshold))
-    state[..., r0:r1][dead] = 0
+    spec.mutate(state, new_gray, np.float32(alive_threshold), channel, (r0, r1))

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from . import spec
+from .errors import InputError
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -34,11 +35,11 @@ def _read_idx(path, ndim):
     md5 = hashlib.md5(raw).hexdigest()
     name = os.path.basename(path)
     if MD5.get(name) != md5:
-        raise ValueError(f"{path}: md5 {md5} does not match the canonical MNIST file ({MD5.get(name)})")
+        raise InputError(f"{path}: md5 {md5} does not match the canonical MNIST file ({MD5.get(name)})")
     data = gzip.decompress(raw)
     magic = int.from_bytes(data[:4], "big")
     if magic != 0x800 + ndim:
-        raise ValueError(f"{path}: not an IDX file of {ndim} dimensions (magic {magic:#x})")
+        raise InputError(f"{path}: not an IDX file of {ndim} dimensions (magic {magic:#x})")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
@@ -50,7 +51,7 @@ def load_mnist(split="test", path=None):
     checks their md5 sums. Raises FileNotFoundError saying how to get them when missing.
     """
     if split not in FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     folder = mnist_dir(path)
     names = FILES[split]
     if folder is None or not all(os.path.exists(os.path.join(folder, n)) for n in names):
@@ -63,7 +64,7 @@ def load_mnist(split="test", path=None):
     images = _read_idx(os.path.join(folder, names[0]), 3)
     labels = _read_idx(os.path.join(folder, names[1]), 1)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (DIGIT, DIGIT):
-        raise ValueError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
+        raise InputError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
     return images, labels
 
 
@@ -121,11 +122,11 @@ def mnist_world(images, labels, height, width, *, seed=None):
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3 or images.shape[1:] != (DIGIT, DIGIT) or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
+        raise InputError(f"images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
     if labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+        raise InputError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     if not (height >= 1 and width >= 1):
-        raise ValueError(f"world must be at least 1x1, got {height}x{width}")
+        raise InputError(f"world must be at least 1x1, got {height}x{width}")
     rows, cols = -(-height // DIGIT), -(-width // DIGIT)
     index = tile_index(len(images), rows, cols, seed)
     gray = tile_picture(images, index)[:height, :width]

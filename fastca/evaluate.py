@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
-from . import spec
+from . import metrics
 from .simulation import Simulation
+from .errors import InputError
 
 
 @dataclasses.dataclass
@@ -74,12 +75,10 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
     images, labels = np.asarray(images), np.asarray(labels)
     n = len(images)
     if n == 0:
-        raise ValueError("no digits to evaluate")
+        raise InputError("no digits to evaluate")
     perm = np.random.default_rng([seed, 0x3A7]).integers(0, n, n)
-    correct = np.zeros(2 * half, np.int64)
-    targeted = np.zeros(2 * half, np.int64)
-    agreeing = np.zeros(2 * half, np.int64)
-    living = np.zeros(2 * half, np.int64)  # samples with alive cells (agreement is among them)
+    # per step, summed over batches: metrics.tallies (correct, targeted, agreeing, living)
+    tally = np.zeros((4, 2 * half), np.int64)
     bar = None
     if progress or (progress is None and sys.stderr.isatty()):
         from tqdm.auto import tqdm
@@ -95,14 +94,9 @@ def evaluate(model, images, labels, *, half=200, backend="auto", seed=0, batch=2
             if phase == 1:
                 sim.mutate(images[perm[lo:hi]])
             c = sim.run(half, targets=tgts, progress=False)  # (half, batch, 13)
-            sl = slice(phase * half, (phase + 1) * half)
-            correct[sl] += c[..., 1].sum(axis=1)
-            targeted[sl] += c[..., spec.COUNT_TARGETED].sum(axis=1)
-            has = c[..., 0] > 0
-            agreeing[sl] += ((c[..., 2 : 2 + spec.N_CLASSES].max(axis=-1) == c[..., 0]) & has).sum(axis=1)
-            living[sl] += has.sum(axis=1)
+            tally[:, phase * half:(phase + 1) * half] += metrics.tallies(c)
             if bar is not None:
                 bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    return Evaluation(100 * correct / targeted, 100 * agreeing / living, half, name, used, seed, n)
+    return Evaluation(*metrics.percentages(*tally), half, name, used, seed, n)

@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from .model import GROWING
+from .errors import InputError, NonFiniteError
 
 #: the target's size and its padding (the grid is 72x72)
 TARGET_SIZE = 40
@@ -80,14 +81,14 @@ def render_emoji(char, size=TARGET_SIZE, font_path=None):
     left, top, right, bottom = font.getbbox(char)
     w, h = right - left, bottom - top
     if w <= 0 or h <= 0:
-        raise ValueError(f"the font draws nothing for {char!r}")
+        raise InputError(f"the font draws nothing for {char!r}")
     canvas = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text((-left, -top), char, font=font, embedded_color=True)
     side = min(w, h)
     x0, y0 = (w - side) // 2, (h - side) // 2
     canvas = canvas.crop((x0, y0, x0 + side, y0 + side))
     if canvas.getbbox() is None:
-        raise ValueError(f"the font draws nothing for {char!r}")
+        raise InputError(f"the font draws nothing for {char!r}")
     return _downscale(np.asarray(canvas, np.float32) / 255, size)
 
 
@@ -154,10 +155,20 @@ def pad_target(target, pad=TARGET_PAD):
     return np.pad(np.asarray(target, np.float32), ((pad, pad), (pad, pad), (0, 0)))
 
 
-def seed_state(n, h, w, channels=GROWING.channels):
-    """(n, h, w, channels) float32 zeros with channels 3.. of the middle cell set to 1."""
-    x = np.zeros((n, h, w, channels), np.float32)
-    x[:, h // 2, w // 2, 3:] = 1
+def seed_cell(description=GROWING):
+    """(C,) float32: the seed, one cell with the channels :func:`fastca.seeds.seed_channels` names set to 1
+    (:data:`GROWING`: alpha and the 12 hidden channels; its colour stays 0)."""
+    from .seeds import seed_channels
+
+    cell = np.zeros(description.channels, np.float32)
+    cell[seed_channels(description)] = 1
+    return cell
+
+
+def seed_state(n, h, w, description=GROWING):
+    """(n, h, w, C) float32 zeros with the middle cell the seed (:func:`seed_cell`)."""
+    x = np.zeros((n, h, w, description.channels), np.float32)
+    x[:, h // 2, w // 2] = seed_cell(description)
     return x
 
 
@@ -244,13 +255,13 @@ class GrowingConfig:
 
     def __post_init__(self):
         if self.batch < 2 or self.damage < 0 or self.damage > self.batch - 1:
-            raise ValueError(f"batch must be >= 2 and damage in 0..batch-1, got {self.batch} and {self.damage}")
+            raise InputError(f"batch must be >= 2 and damage in 0..batch-1, got {self.batch} and {self.damage}")
         if self.pool < self.batch:
-            raise ValueError(f"pool ({self.pool}) must be at least the batch ({self.batch})")
+            raise InputError(f"pool ({self.pool}) must be at least the batch ({self.batch})")
         if self.iterations < 0 or self.checkpoint_every < 1 or not 1 <= self.steps_min < self.steps_max:
-            raise ValueError("iterations must be >= 0, checkpoint_every >= 1, 1 <= steps_min < steps_max")
+            raise InputError("iterations must be >= 0, checkpoint_every >= 1, 1 <= steps_min < steps_max")
         if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.decay) and self.decay > 0):
-            raise ValueError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
+            raise InputError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
         self.decay_at = tuple(int(x) for x in self.decay_at)
 
 
@@ -269,7 +280,7 @@ class GrowingTrainer:
 
         target = np.asarray(target, np.float32)
         if target.ndim != 3 or target.shape[-1] != 4 or not np.all(np.isfinite(target)):
-            raise ValueError(f"the target must be finite (H, W, 4) RGBA, got shape {target.shape}")
+            raise InputError(f"the target must be finite (H, W, 4) RGBA, got shape {target.shape}")
         self.config = config
         self.target_np = target
         self.target = torch.from_numpy(pad_target(target))
@@ -361,7 +372,7 @@ class GrowingTrainer:
 
         problem = self.divergence()
         if problem:
-            raise FloatingPointError(self._diverged(problem, path))
+            raise NonFiniteError(self._diverged(problem, path))
         ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": self.iteration,
                 "config": dataclasses.asdict(self.config), "model": {k: torch.from_numpy(v.copy()) for k, v in
                                                                      self.net.arrays().items()},
@@ -380,16 +391,16 @@ class GrowingTrainer:
         saved = GrowingConfig(**ckpt["config"])
         unknown = set(options) - set(RUN_OPTIONS)
         if unknown:
-            raise ValueError(f"a resume may change only {', '.join(RUN_OPTIONS)} and lower lr; got {sorted(unknown)}")
+            raise InputError(f"a resume may change only {', '.join(RUN_OPTIONS)} and lower lr; got {sorted(unknown)}")
         changes = {k: v for k, v in options.items() if v is not None}
         if lr is not None:
             if lr > saved.lr:
-                raise ValueError(f"{path}: a resume may only lower the learning rate ({lr:g} > {saved.lr:g})")
+                raise InputError(f"{path}: a resume may only lower the learning rate ({lr:g} > {saved.lr:g})")
             changes["lr"] = lr
         config = dataclasses.replace(saved, **changes)
         ckpt_target = ckpt["target"].numpy()
         if target is not None and not np.array_equal(np.asarray(target, np.float32), ckpt_target):
-            raise ValueError(f"{path}: the checkpoint was trained on another target; resume with the same one")
+            raise InputError(f"{path}: the checkpoint was trained on another target; resume with the same one")
         trainer = cls(ckpt_target, config, {k: v.numpy() for k, v in ckpt["model"].items()})
         trainer.opt.load_state_dict(ckpt["optimizer"])
         for group in trainer.opt.param_groups:
@@ -420,7 +431,7 @@ class GrowingTrainer:
                 t_it = time.perf_counter()
                 loss = self.train_step()
                 if not np.isfinite(loss):
-                    raise FloatingPointError(self._diverged(f"loss {loss}", ckpt))
+                    raise NonFiniteError(self._diverged(f"loss {loss}", ckpt))
                 if log is not None:
                     log.write(f"{self.iteration} {loss:.6g} {self.steps[-1]} {lr_at(self.config, self.iteration - 1):.3g}"
                               f" {time.perf_counter() - t_it:.3f}\n")
@@ -457,15 +468,15 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable fastca checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise InputError(f"{path}: not a readable fastca checkpoint ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a fastca growing checkpoint")
+        raise InputError(f"{path}: not a fastca growing checkpoint")
 
     def bad(entry, why):
-        return ValueError(f"{path}: checkpoint entry {entry!r} {why}")
+        return InputError(f"{path}: checkpoint entry {entry!r} {why}")
 
     if set(ckpt) != set(_CHECKPOINT_TYPES):
-        raise ValueError(f"{path}: checkpoint entries are {sorted(map(str, ckpt))}, not {sorted(_CHECKPOINT_TYPES)}")
+        raise InputError(f"{path}: checkpoint entries are {sorted(map(str, ckpt))}, not {sorted(_CHECKPOINT_TYPES)}")
     for key, kind in _CHECKPOINT_TYPES.items():
         kind = torch.Tensor if kind == "tensor" else kind
         if not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
@@ -699,7 +710,7 @@ def demo(nca, out, steps=400, cut_at=None, backend="auto", seed=0, scale=4, fps=
     h, w = padded.shape[:2]
     cut_at = steps // 2 if cut_at is None else int(cut_at)
     if not 1 <= cut_at < steps:
-        raise ValueError(f"the cut must come after step 0 and before the last step ({steps}), got {cut_at}")
+        raise InputError(f"the cut must come after step 0 and before the last step ({steps}), got {cut_at}")
     os.makedirs(out, exist_ok=True)
     # the cut: a disc of radius 0.3 of the pattern's side, centred on the pattern (right of its middle)
     ys, xs = np.nonzero(padded[..., 3] > 0.1)

@@ -1,148 +1,52 @@
 """Labels, per-cell accuracy and total agreement, as in the reference notebook's evaluation."""
 
-import numba
 import numpy as np
 
 from . import spec
-from ._numba_setup import KERNEL_LOCK
-from .kernels.storage import as_f32_row, kernel_view
+from .errors import InputError, InputTypeError
 
-DEAD = -1  #: label of a dead cell in label maps
+DEAD = spec.DEAD  #: label of a dead cell in label maps
 
-
-cell_labels = numba.njit(cache=True, inline="always")(spec.label_of)  # the label rule, compiled
-_alive = numba.njit(cache=True, inline="always")(spec.is_alive)
-
-
-@numba.njit(cache=True, inline="always")
-def _count_row(row, alive_thr, target_row, counts):
-    """Adds one (W, 20) float32 row's cells to ``counts`` (13,), the layout of spec.N_COUNTS."""
-    for x in range(row.shape[0]):
-        if _alive(row[x, 0], alive_thr):
-            _count_cell(row[x], target_row[x], counts)
-
-
-@numba.njit(cache=True, inline="always")
-def _label_row(row, alive_thr, out_row):
-    for x in range(row.shape[0]):
-        out_row[x] = cell_labels(row[x])[0] if _alive(row[x, 0], alive_thr) else DEAD
-
-
-@numba.njit(cache=True, inline="always")
-def _count_cell(cell, target, counts):
-    """Adds one alive cell ((20,) float32 channels) with its target (-1: none) to ``counts`` (13,)."""
-    label, label11 = cell_labels(cell)
-    counts[0] += 1
-    if target >= 0:
-        counts[spec.COUNT_TARGETED] += 1
-        if label == target:
-            counts[1] += 1
-    if label11 < spec.N_CLASSES:
-        counts[2 + label11] += 1
-
-
-_COUNT_ROWS = 16  #: rows per parallel task of _count
-
-
-@numba.njit(cache=True, parallel=True)
-def _count(state, alive_thr, targets, partial, rows, ptr, runs):
-    """Per-thread per-sample counts ``partial`` (T, >= B, >= 13), zeroed by the caller, in the
-    layout of spec.N_COUNTS; their sum over T is the state's counts.
-
-    state: float32, or uint16 float16 bits (rows then go through ``rows``, (T, W, 20)
-    float32 scratch). ptr, runs: an alive index of the state as
-    :func:`fastca.kernels.cpu.alive_index` gives it (then only the cells it lists are read),
-    or ptr of shape (2, 0) (every cell's gray is tested). Rows are shared out in groups of
-    _COUNT_ROWS, so one large sample uses every thread. The CUDA backend's count_kernel fills
-    the same layout; :func:`from_counts` reduces both.
-    """
-    n_b, n_h = state.shape[0], state.shape[1]
-    n_rows = n_b * n_h
-    for task in numba.prange((n_rows + _COUNT_ROWS - 1) // _COUNT_ROWS):
-        tid = numba.get_thread_id()
-        buf = rows[tid % rows.shape[0]]
-        for r in range(task * _COUNT_ROWS, min(n_rows, (task + 1) * _COUNT_ROWS)):
-            b = r // n_h
-            y = r - b * n_h
-            if ptr.shape[1] == 0:
-                row = as_f32_row(state[b, y], buf)
-                _count_row(row, alive_thr, targets[b, y], partial[tid, b])
-                continue
-            for s in range(ptr[0, r], ptr[0, r + 1]):
-                x0, x1 = runs[s, 0], runs[s, 1]
-                run = as_f32_row(state[b, y, x0:x1], buf[:x1 - x0])
-                for x in range(x0, x1):
-                    _count_cell(run[x - x0], targets[b, y, x], partial[tid, b])
-
-
-@numba.njit(cache=True, parallel=True)
-def _label_map(state, alive_thr, out, rows):
-    n_b, n_h = state.shape[0], state.shape[1]
-    for r in numba.prange(n_b * n_h):
-        b = np.int64(r) // n_h
-        y = np.int64(r) - b * n_h
-        row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
-        _label_row(row, alive_thr, out[b, y])
-
-
-@numba.njit(cache=True, parallel=True)
-def _picture_maps(state, alive_thr, gray_out, class_out, rows):
-    n_b, n_h = state.shape[0], state.shape[1]
-    for r in numba.prange(n_b * n_h):
-        b = np.int64(r) // n_h
-        y = np.int64(r) - b * n_h
-        row = as_f32_row(state[b, y], rows[numba.get_thread_id() % rows.shape[0]])
-        for x in range(row.shape[0]):
-            g = row[x, 0]
-            gray_out[b, y, x] = np.uint8(min(max(np.round(g * np.float32(spec.GRAY_LEVELS)), 0.0), 255.0))
-            class_out[b, y, x] = cell_labels(row[x])[1] if _alive(g, alive_thr) else 255
+# The MNIST layout's counts, label maps and pictures are compiled (kernels/metrics.py, through
+# fastca.backends.host: imported at call time, as the backends import this module); the arrays
+# they index are checked here first. Any other description's are NumPy, at the end.
 
 
 def picture_maps(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """(gray uint8 (B, H, W), class uint8 (B, H, W)) of a (B, H, W, 20) float32/float16 state, for
     pictures: gray as 0..255; class 0..9, 10 when undecided (all class channels negative or
     not finite), 255 on dead cells. One parallel pass."""
+    from .backends import host
+
     _check_kernel_state(state)
-    gray = np.empty(state.shape[:-1], np.uint8)
-    classes = np.empty(state.shape[:-1], np.uint8)
-    with KERNEL_LOCK:
-        _picture_maps(kernel_view(state), np.float32(alive_threshold), gray, classes, _row_scratch(state))
-    return gray, classes
-
-
-def _row_scratch(state):
-    """Per-thread float32 rows for reading a float16 state (a one-cell dummy for float32)."""
-    if state.dtype == np.float32:
-        return np.zeros((1, 1, spec.CHANNELS), np.float32)
-    return np.zeros((numba.config.NUMBA_NUM_THREADS, state.shape[2], spec.CHANNELS), np.float32)
+    return host.picture_maps(state, alive_threshold)
 
 
 def label_map(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """Per-cell labels of a (B, H, W, 20) float32 or float16 state: int8 (B, H, W), -1 on dead cells."""
+    from .backends import host
+
     _check_kernel_state(state)
-    out = np.empty(state.shape[:-1], np.int8)
-    with KERNEL_LOCK:
-        _label_map(kernel_view(state), np.float32(alive_threshold), out, _row_scratch(state))
-    return out
+    return host.label_map(state, alive_threshold)
 
 
 def _check_kernel_state(state):
     """The kernels index a state as (B, H, W, 20) float32 or float16: refuse anything else before they run."""
     if not isinstance(state, np.ndarray):
-        raise TypeError(f"state must be a NumPy array, got {type(state).__name__}")
+        raise InputTypeError(f"state must be a NumPy array, got {type(state).__name__}")
     if state.ndim != 4 or state.shape[-1] != spec.CHANNELS:
-        raise ValueError(f"state must be (B, H, W, {spec.CHANNELS}), got shape {state.shape}")
+        raise InputError(f"state must be (B, H, W, {spec.CHANNELS}), got shape {state.shape}")
     if state.dtype not in (np.float32, np.float16):
-        raise TypeError(f"state must be float32 or float16, got dtype {state.dtype}")
+        raise InputTypeError(f"state must be float32 or float16, got dtype {state.dtype}")
 
 
 def _check_targets(targets, shape):
     """A target map the count kernel can index with the state's (b, y, x): integers of shape ``shape``."""
     targets = np.asarray(targets)
     if targets.dtype.kind not in "iu":
-        raise TypeError(f"targets must be integers, got dtype {targets.dtype}")
+        raise InputTypeError(f"targets must be integers, got dtype {targets.dtype}")
     if targets.shape != tuple(shape):
-        raise ValueError(f"targets must have the state's (B, H, W) {tuple(shape)}, got shape {targets.shape}")
+        raise InputError(f"targets must have the state's (B, H, W) {tuple(shape)}, got shape {targets.shape}")
     return targets
 
 
@@ -151,9 +55,9 @@ def _check_index(ptr, runs, shape):
     n_b, n_h, n_w = shape[:3]
     if not (isinstance(ptr, np.ndarray) and ptr.dtype == np.int64 and ptr.shape == (2, n_b * n_h + 1)
             and isinstance(runs, np.ndarray) and runs.dtype == np.int32 and runs.ndim == 2 and runs.shape[1] == 2):
-        raise ValueError(f"index must be (ptr (2, {n_b * n_h + 1}) int64, runs (R, 2) int32) of this state")
+        raise InputError(f"index must be (ptr (2, {n_b * n_h + 1}) int64, runs (R, 2) int32) of this state")
     if ptr.min() < 0 or ptr.max() > runs.shape[0] or (runs.size and (runs.min() < 0 or runs.max() > n_w)):
-        raise ValueError("index points outside the state or its runs: it is not this state's alive index")
+        raise InputError("index points outside the state or its runs: it is not this state's alive index")
 
 
 def prepare_targets(labels, batch, height, width, batched, classes=spec.N_CLASSES):
@@ -164,10 +68,10 @@ def prepare_targets(labels, batch, height, width, batched, classes=spec.N_CLASSE
     """
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+        raise InputTypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < -1 or labels.max() > classes - 1):
         what = "digits 0..9" if classes == spec.N_CLASSES else f"classes 0..{classes - 1}"
-        raise ValueError(f"labels must be {what} (or -1 for none), got range [{labels.min()}, {labels.max()}]")
+        raise InputError(f"labels must be {what} (or -1 for none), got range [{labels.min()}, {labels.max()}]")
     labels = labels.astype(np.int16)
     per_sample = (batch,) if batched else ()
     per_cell = ((batch,) if batched else ()) + (height, width)
@@ -175,13 +79,36 @@ def prepare_targets(labels, batch, height, width, batched, classes=spec.N_CLASSE
         return np.broadcast_to(labels.reshape(batch, 1, 1), (batch, height, width))
     if labels.shape == per_cell:
         return np.ascontiguousarray(labels.reshape(batch, height, width))
-    raise ValueError(
+    raise InputError(
         f"labels must have shape {per_sample} (one per sample) or {per_cell} (one per cell), got {labels.shape}"
     )
 
 
+def tallies(counts):
+    """(correct, targeted, agreeing, living) of per-sample counts (..., B, K) in the layout of
+    :data:`fastca.spec.N_COUNTS` (K = 2 + classes + 1), each summed over the samples: alive cells
+    labelled as their target, alive cells with a target, samples in which one label holds
+    every alive cell (cells with all-negative or non-finite class channels hold none), and
+    samples with alive cells. Integers (...); sums of them over batches are tallies too."""
+    counts = np.asarray(counts)
+    n_alive = counts[..., 0]
+    has = n_alive > 0
+    agree = (counts[..., 2:-1].max(axis=-1) == n_alive) & has
+    return counts[..., 1].sum(axis=-1), counts[..., -1].sum(axis=-1), agree.sum(axis=-1), has.sum(axis=-1)
+
+
+def percentages(correct, targeted, agreeing, living):
+    """(accuracy %, agreement %) of :func:`tallies`: correct / targeted (NaN without targeted
+    cells) and agreeing / living (NaN without living samples), float64 arrays."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(targeted > 0, 100.0 * correct / np.maximum(targeted, 1), np.nan)
+        agreement = np.where(living > 0, 100.0 * agreeing / np.maximum(living, 1), np.nan)
+    return accuracy, agreement
+
+
 def from_counts(counts):
-    """(accuracy %, agreement %) from per-sample counts (B, 13) in the layout of :data:`fastca.spec.N_COUNTS`.
+    """(accuracy %, agreement %) from per-sample counts (B, 13) in the layout of :data:`fastca.spec.N_COUNTS`
+    (or (..., B, 13): arrays).
 
     Accuracy: correctly labelled / alive cells that have a target (NaN when there are
     none). Agreement: the share of samples with alive cells in which one label holds all
@@ -189,15 +116,7 @@ def from_counts(counts):
     no sample has an alive cell.
     """
     counts = np.asarray(counts)
-    # (B, 2 + classes + 1): the last column counts targeted cells (spec.COUNT_TARGETED for MNIST's 10 classes)
-    n_alive, n_correct, n_targeted = counts[..., 0], counts[..., 1], counts[..., -1]
-    total = n_targeted.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.where(total > 0, 100.0 * n_correct.sum(axis=-1) / np.maximum(total, 1), np.nan)
-    has = n_alive > 0
-    agree = (counts[..., 2:-1].max(axis=-1) == n_alive) & has
-    with np.errstate(invalid="ignore", divide="ignore"):
-        agreement = np.where(has.any(axis=-1), 100.0 * agree.sum(axis=-1) / np.maximum(has.sum(axis=-1), 1), np.nan)
+    accuracy, agreement = percentages(*tallies(counts))
     if counts.ndim == 2:
         return float(accuracy), float(agreement)
     return accuracy, agreement
@@ -221,18 +140,14 @@ def counts(state, targets, alive_threshold=spec.ALIVE_THRESHOLD, index=None):
     index: optional (ptr, runs), :func:`fastca.kernels.cpu.alive_index` of the state's
     (B*H, W, 20) rows, current (it decides which cells are alive): then only alive cells are read.
     """
-    # One block of counts per thread, each row padded to 16 and a spare row at the end, so no two
-    # threads ever write the same cache line (false sharing made two threads slower than one).
+    from .backends import host
+
     _check_kernel_state(state)
     targets = _check_targets(targets, state.shape[:3])
-    threads = numba.config.NUMBA_NUM_THREADS
-    partial = np.zeros((threads, state.shape[0] + 1, 16), np.int64)
     ptr, runs = index if index is not None else (np.zeros((2, 0), np.int64), np.zeros((0, 2), np.int32))
     if index is not None:
         _check_index(ptr, runs, state.shape)
-    with KERNEL_LOCK:
-        _count(kernel_view(state), np.float32(alive_threshold), targets, partial, _row_scratch(state), ptr, runs)
-    return partial[:, :-1, :spec.N_COUNTS].sum(axis=0)
+    return host.counts(state, targets, alive_threshold, ptr, runs)
 
 
 # -- any model description with a readout (NumPy; the MNIST layout above is compiled) -------------
@@ -257,7 +172,7 @@ def n_counts(description):
 def require_readout(description):
     """ValueError when ``description`` has no readout (no labels: no label maps, targets or accuracy)."""
     if description is not None and description.readout is None:
-        raise ValueError(f"model {description.name!r} has no readout (class channels): it has no labels, "
+        raise InputError(f"model {description.name!r} has no readout (class channels): it has no labels, "
                          "accuracy or agreement")
 
 
@@ -265,12 +180,7 @@ def _labels_described(description, state):
     """(label, label or classes): the argmax of the readout channels (first on ties), and the same with
     ``classes`` ("undecided") where all are negative; both ``classes`` where any is not finite."""
     r = description.readout
-    cls = np.asarray(state[..., r.start:r.start + r.classes], np.float32)
-    label = np.argmax(cls, axis=-1)
-    finite = np.isfinite(cls).all(axis=-1)
-    label = np.where(finite, label, r.classes)
-    decided = np.where(finite & (cls.max(axis=-1) >= 0), label, r.classes)
-    return label, decided
+    return spec.class_labels(np.asarray(state[..., r.start:r.start + r.classes], np.float32))
 
 
 def label_map_described(description, state, alive_threshold):

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError, InputTypeError
+
 ACTIVATIONS = ("relu", "none")
 ALIVE_RULES = ("static", "maxpool", "none")
 BOUNDARIES = ("zero", "wrap")
@@ -64,30 +66,30 @@ MAX_LAYERS = 16
 
 def _int(value, name, lo, hi):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+        raise InputError(f"{name} must be in [{lo}, {hi}], got {value}")
     return int(value)
 
 
 def _float(value, name, lo, hi):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not (np.isfinite(value) and lo <= value <= hi):
-        raise ValueError(f"{name} must be finite and in [{lo}, {hi}], got {value}")
+        raise InputError(f"{name} must be finite and in [{lo}, {hi}], got {value}")
     return value
 
 
 def _choice(value, name, options):
     if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(options)}; got {value!r}")
     return value
 
 
 def _bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be true or false, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be true or false, got {type(value).__name__}")
     return bool(value)
 
 
@@ -117,11 +119,11 @@ class Depthwise:
     def __post_init__(self):
         filters = tuple(self.filters) if isinstance(self.filters, (list, tuple)) else None
         if not filters:
-            raise ValueError("a depthwise perception names at least one filter")
+            raise InputError("a depthwise perception names at least one filter")
         for f in filters:
             _choice(f, "filter", tuple(FILTERS))
         if len(set(filters)) != len(filters):
-            raise ValueError(f"a depthwise perception names each filter once, got {filters}")
+            raise InputError(f"a depthwise perception names each filter once, got {filters}")
         object.__setattr__(self, "filters", filters)
 
     def n_features(self, channels):
@@ -194,38 +196,38 @@ class ModelSpec:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
-            raise TypeError("name must be a non-empty string")
+            raise InputTypeError("name must be a non-empty string")
         c = _int(self.channels, "channels", 1, MAX_CHANNELS)
         object.__setattr__(self, "channels", c)
         if not isinstance(self.perception, (Conv3x3, Depthwise)):
-            raise TypeError("perception must be a Conv3x3 or a Depthwise")
+            raise InputTypeError("perception must be a Conv3x3 or a Depthwise")
         layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else ()
         if not 1 <= len(layers) <= MAX_LAYERS or not all(isinstance(x, Dense) for x in layers):
-            raise ValueError(f"layers must be 1 to {MAX_LAYERS} Dense layers")
+            raise InputError(f"layers must be 1 to {MAX_LAYERS} Dense layers")
         object.__setattr__(self, "layers", layers)
         if not (isinstance(self.residual, (list, tuple)) and len(self.residual) == 2):
-            raise TypeError("residual must be a (start, stop) pair of channels")
+            raise InputTypeError("residual must be a (start, stop) pair of channels")
         r0 = _int(self.residual[0], "residual start", 0, c - 1)
         r1 = _int(self.residual[1], "residual stop", r0 + 1, c)
         object.__setattr__(self, "residual", (r0, r1))
         if layers[-1].width != r1 - r0:
-            raise ValueError(f"the last layer has {layers[-1].width} outputs but the residual updates "
+            raise InputError(f"the last layer has {layers[-1].width} outputs but the residual updates "
                              f"{r1 - r0} channels ({r0}..{r1 - 1})")
         object.__setattr__(self, "fire_rate", _float(self.fire_rate, "fire_rate", 0.0, 1.0))
         object.__setattr__(self, "noise_std", _float(self.noise_std, "noise_std", 0.0, 1e30))
         if not isinstance(self.alive, Alive):
-            raise TypeError("alive must be an Alive rule")
+            raise InputTypeError("alive must be an Alive rule")
         if self.alive.rule != "none" and self.alive.channel >= c:
-            raise ValueError(f"alive channel {self.alive.channel} is not one of the {c} channels")
+            raise InputError(f"alive channel {self.alive.channel} is not one of the {c} channels")
         if self.alive.rule == "static" and r0 <= self.alive.channel < r1:
-            raise ValueError(f"a static alive channel ({self.alive.channel}) must not be updated "
+            raise InputError(f"a static alive channel ({self.alive.channel}) must not be updated "
                              f"(residual {r0}..{r1 - 1}); use the maxpool rule for a channel that changes")
         _choice(self.boundary, "boundary", BOUNDARIES)
         if self.readout is not None:
             if not isinstance(self.readout, Readout):
-                raise TypeError("readout must be a Readout or None")
+                raise InputTypeError("readout must be a Readout or None")
             if self.readout.start + self.readout.classes > c:
-                raise ValueError(f"readout channels {self.readout.start}..{self.readout.start + self.readout.classes - 1}"
+                raise InputError(f"readout channels {self.readout.start}..{self.readout.start + self.readout.classes - 1}"
                                  f" exceed the {c} channels")
 
     # -- sizes -------------------------------------------------------------------------------
@@ -290,20 +292,20 @@ class ModelSpec:
         unknown = sorted(set(arrays) - set(shapes))
         missing = [k for k in shapes if k not in arrays]
         if unknown or missing:
-            raise ValueError(f"{source}: arrays do not match the description {self.name!r}"
+            raise InputError(f"{source}: arrays do not match the description {self.name!r}"
                              + (f"; missing {', '.join(missing)}" if missing else "")
                              + (f"; unknown {', '.join(unknown)}" if unknown else ""))
         out = {}
         for k, shape in shapes.items():
             a = np.asarray(arrays[k])
             if a.dtype.kind not in "fiu":
-                raise TypeError(f"{source}: {k} must be a real array, got dtype {a.dtype}")
+                raise InputTypeError(f"{source}: {k} must be a real array, got dtype {a.dtype}")
             if a.shape != shape:
-                raise ValueError(f"{source}: {k} must have shape {shape}, got {a.shape}")
+                raise InputError(f"{source}: {k} must have shape {shape}, got {a.shape}")
             with np.errstate(over="ignore"):
                 a = np.ascontiguousarray(a, dtype=np.float32)
             if not np.all(np.isfinite(a)):  # after the cast: 1e39 is inf in float32
-                raise ValueError(f"{source}: {k} contains NaN or inf (in float32)")
+                raise InputError(f"{source}: {k} contains NaN or inf (in float32)")
             a.setflags(write=False)
             out[k] = a
         return out
@@ -328,12 +330,12 @@ class ModelSpec:
         """Build a description from :meth:`to_dict`'s output; every field's type is checked (errors name ``source``)."""
         try:
             if not isinstance(d, dict):
-                raise TypeError("a description is a JSON object")
+                raise InputTypeError("a description is a JSON object")
             fields = {"name", "channels", "perception", "layers", "residual", "fire_rate", "noise_std", "alive",
                       "boundary", "readout"}
             unknown = sorted(set(d) - fields)
             if unknown:
-                raise ValueError(f"unknown fields {', '.join(unknown)}")
+                raise InputError(f"unknown fields {', '.join(unknown)}")
             p = dict(_obj(d.get("perception"), "perception"))
             kind = p.pop("kind", None)
             if kind == "conv3x3":
@@ -341,10 +343,10 @@ class ModelSpec:
             elif kind == "depthwise":
                 perception = Depthwise(**_only(p, ("filters",), "perception"))
             else:
-                raise ValueError(f"perception kind must be conv3x3 or depthwise, got {kind!r}")
+                raise InputError(f"perception kind must be conv3x3 or depthwise, got {kind!r}")
             layers = d.get("layers")
             if not isinstance(layers, list):
-                raise TypeError("layers must be a list")
+                raise InputTypeError("layers must be a list")
             layers = tuple(Dense(**_only(_obj(x, "layer"), ("width", "bias", "activation"), "layer")) for x in layers)
             alive = Alive(**_only(_obj(d.get("alive", {}), "alive"), ("rule", "channel", "threshold"), "alive"))
             readout = d.get("readout")
@@ -354,14 +356,14 @@ class ModelSpec:
             return cls(name=d.get("name"), channels=d.get("channels"), perception=perception, layers=layers,
                        residual=d.get("residual"), alive=alive, readout=readout, **rest)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: not a valid model description: {exc}") from None
+            raise InputError(f"{source}: not a valid model description: {exc}") from None
 
     @classmethod
     def from_json(cls, text, source="description"):
         try:
             d = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            raise ValueError(f"{source}: not a valid model description: {exc}") from None
+            raise InputError(f"{source}: not a valid model description: {exc}") from None
         return cls.from_dict(d, source)
 
     def digest(self):
@@ -373,14 +375,14 @@ class ModelSpec:
 
 def _obj(value, name):
     if not isinstance(value, dict):
-        raise TypeError(f"{name} must be an object")
+        raise InputTypeError(f"{name} must be an object")
     return value
 
 
 def _only(d, keys, name):
     unknown = sorted(set(d) - set(keys))
     if unknown:
-        raise ValueError(f"{name}: unknown fields {', '.join(unknown)}")
+        raise InputError(f"{name}: unknown fields {', '.join(unknown)}")
     return d
 
 

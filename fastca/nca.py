@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _checks
 from .model import ModelSpec
+from .errors import InputError, InputTypeError
 
 FORMAT_VERSION = 2
 MODEL_KIND = "described"
@@ -35,14 +36,14 @@ class NCA:
 
     def __init__(self, description: ModelSpec, arrays: Mapping[str, np.ndarray], name: str | None = None):
         if not isinstance(description, ModelSpec):
-            raise TypeError(f"description must be a fastca.model.ModelSpec, got {type(description).__name__}")
+            raise InputTypeError(f"description must be a fastca.model.ModelSpec, got {type(description).__name__}")
         if not isinstance(arrays, Mapping):
-            raise TypeError(f"arrays must be a mapping of name -> array, got {type(arrays).__name__}")
+            raise InputTypeError(f"arrays must be a mapping of name -> array, got {type(arrays).__name__}")
         self.description = description
         self._arrays = description.check_weights(arrays)
         name = description.name if name is None else name
         if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
+            raise InputTypeError(f"name must be a str, got {type(name).__name__}")
         self.name = name
 
     def __repr__(self):
@@ -79,7 +80,7 @@ class NCA:
         of one (``params.w1``, ... or ``w1``, ...; ``description`` required)."""
         desc = getattr(module_or_state_dict, "description", None) or description
         if desc is None:
-            raise ValueError("a state dict needs description=: the ModelSpec it was trained with")
+            raise InputError("a state dict needs description=: the ModelSpec it was trained with")
         sd = module_or_state_dict.state_dict() if hasattr(module_or_state_dict, "state_dict") else module_or_state_dict
         arrays = {}
         for key, value in sd.items():
@@ -113,20 +114,20 @@ class NCA:
 
                 def member(key, shape, kinds, limit):
                     if key + ".npy" not in names:
-                        raise ValueError(f"missing {key}")
+                        raise InputError(f"missing {key}")
                     info = z.getinfo(key + ".npy")
                     if info.file_size > limit:
-                        raise ValueError(f"member {key!r} holds {info.file_size} bytes, more than the format's")
+                        raise InputError(f"member {key!r} holds {info.file_size} bytes, more than the format's")
                     with z.open(info) as m:
                         return _read_npy(m, key, shape, kinds, limit)
 
                 kind = str(member("model_kind", (), "U", 1024))
                 if kind != MODEL_KIND:
-                    raise ValueError(f"model kind {kind[:100]!r}, expected {MODEL_KIND!r} "
+                    raise InputError(f"model kind {kind[:100]!r}, expected {MODEL_KIND!r} "
                                      "(a self-classifying MNIST file loads with fastca.load_model or NCAWeights.load)")
                 version = int(member("format_version", (), "iu", 1024))
                 if version != FORMAT_VERSION:
-                    raise ValueError(f"format version {version}, this fastca reads {FORMAT_VERSION}")
+                    raise InputError(f"format version {version}, this fastca reads {FORMAT_VERSION}")
                 text = str(member("description", (), "U", 4 * _MAX_DESCRIPTION))
                 description = ModelSpec.from_json(text, "description")
                 name = str(member("name", (), "U", 4096)) if "name.npy" in names else os.path.basename(path)
@@ -135,11 +136,11 @@ class NCA:
         except FileNotFoundError:
             raise
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError, MemoryError) as exc:
-            raise ValueError(f"{path}: not a readable fastca model file ({_checks.first_line(exc)})") from None
+            raise InputError(f"{path}: not a readable fastca model file ({_checks.first_line(exc)})") from None
         try:
             return cls(description, arrays, name)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise InputError(f"{path}: {exc}") from None
 
 
 def load_model(path):
@@ -154,5 +155,5 @@ def load_model(path):
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: not a readable fastca model file ({_checks.first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable fastca model file ({_checks.first_line(exc)})") from None
     return NCA.load(path) if described else NCAWeights.load(path)

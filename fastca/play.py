@@ -1,11 +1,20 @@
-"""``fastca play``: a local web page where you draw digits and watch the cells classify them.
+"""``fastca play``: a local web page where you draw digits and watch the cells classify them, or
+plant seeds of the Growing NCA, cut them and watch them regrow.
 
 The server (aiohttp) owns one resident :class:`fastca.Simulation` per browser tab (one
 websocket each), steps it in a worker thread, applies the tab's edits between steps and
-streams compact frames: a 16-byte header, then the gray value (uint8) and the cell class
-(uint8: 0..9, 10 undecided, 255 dead) of every cell, row by row. The page colours them.
+streams compact frames: a 16-byte header (magic ``FCA1``, step u32, height u16, width u16,
+flags u32: bit 0 paused, bit 1 RGBA), then, row by row,
+
+* the digit models (``flags & 2 == 0``): the gray value (uint8) of every cell, then its class
+  (uint8: 0..9, 10 undecided, 255 dead). The page colours them;
+* the growing model (``flags & 2``): every cell's RGBA (uint8, premultiplied: the state's
+  channels 0..3 clipped to [0, 1]). The page composites them on its white background
+  (``1 - alpha + rgb``, as the Distill article shows them).
+
 A frame is sent only when the page has acknowledged the previous one, so a slow page
-gets fewer frames (the others are dropped), never a queue.
+gets fewer frames (the others are dropped), never a queue. A tab runs one model at a time
+(:data:`MODELS`); switching to a model of the other kind starts a new world.
 
 Messages from the page are JSON objects with a ``type``:
 
@@ -13,27 +22,37 @@ Messages from the page are JSON objects with a ``type``:
 ``stroke``         ``points`` [[row, col], ...] (1..2000), ``width`` (0.5..32), ``erase`` (bool)
 ``digit``          ``at`` [row, col]: a random test digit centred there (added to what is drawn)
 ``clear``          every cell dead
-``reset``          a new world of random test digits (same size)
+``reset``          a new world of random test digits (same size); growing: one seed in the middle
 ``mutate``         every 28x28 square holding a test digit gets another one (the article's mutation
                    experiment); squares the reader drew in are kept (an ``info`` reply says so)
 ``noise``          ``amount`` (0..4): Gaussian noise of that std added to channels 1..19 of every
                    alive cell (the robustness experiment: watch them recover)
 ``damage``         ``at`` [row, col], ``radius`` (1..64): the cells in that disc forget their state
                    (channels 1..19 zeroed; the digit stays) and relearn it from their neighbours
+``seed``           growing: ``at`` [row, col]: that cell becomes the model's seed
+``erase``          growing: ``points`` [[row, col], ...] (1..2000), ``radius`` (0.5..64): every
+                   channel of the cells within ``radius`` of the polyline zeroed (the cut)
 ``pause``          ``paused`` (bool)
 ``step``           one step (while paused)
 ``speed``          ``steps_per_frame`` (1..MAX_STEPS_PER_FRAME)
-``model``          ``name``: an embedded model; the world restarts from its current picture
+``model``          ``name`` (a key of MODELS, nothing else): another digit model restarts from the
+                   current picture; a model of the other kind starts its own world (its default
+                   size when the cell budget allows, else the current size)
 ``preset``         ``name``: "digits" (new test digits, same size), "swing" (a 4 over a 2) and
                    "cut" (a digit cut in half), each in a 56x56 world so that the figure fills
                    half the view, "many" (a world of at least 256x256 test digits, when the cell
                    budget allows; else the current size)
-``size``           ``size`` (one of SIZES): a new world of test digits
+``size``           ``size`` (one of SIZES): a new world of test digits (growing: a new seed)
 ``ack``            the page has drawn the last frame
 =================  ==========================================================================
 
-Replies (JSON): ``stats`` (about once a second: steps and frames per second, backend, model),
-``info`` (what a swap, noise or damage did), ``digit``, ``error``, ``refused``.
+``stroke``, ``digit``, ``mutate``, ``noise``, ``damage`` and ``preset`` apply to the digit
+models, ``seed`` and ``erase`` to the growing model; the others to both. A message that does
+not apply to the tab's model gets an error frame.
+
+Replies (JSON): ``stats`` (about once a second: steps and frames per second, backend, model and
+its kind), ``info`` (what a swap, noise, damage, reset or model switch did), ``digit``, ``error``,
+``refused``.
 
 A malformed or oversized message gets an error frame (``{"type": "error", ...}``) and a log
 line; it never ends the session or the server. (Only a websocket message over
@@ -48,7 +67,8 @@ Any web page the user visits could try to drive a local server, so the server:
   request without one comes from a program (curl, tests) that could send any header anyway;
 * runs at most ``max_sessions`` tabs and ``max_cells`` cells in all: the next tab gets a
   ``{"type": "refused", "message": ...}`` frame (the page shows it) and is closed (code 1013),
-  and a ``size`` beyond the cell budget gets an error frame. Closing a tab frees its share.
+  and a ``size`` beyond the cell budget gets an error frame. Closing a tab frees its share;
+* takes model names from :data:`MODELS` only (never a path from the page).
 """
 
 import asyncio
@@ -70,32 +90,49 @@ import numpy as np
 from . import data, metrics, spec
 from .simulation import Simulation, stroke_mask
 from .world import World
+from .errors import InputError, RunError
 
 log = logging.getLogger("fastca.play")
 
 MAGIC = b"FCA1"
-HEADER = struct.Struct("<4sIHHI")  # magic, step, height, width, flags (bit 0: paused)
+HEADER = struct.Struct("<4sIHHI")  # magic, step, height, width, flags (PAUSED, RGBA)
+PAUSED = 1  #: frame flag: the world is paused
+RGBA = 2  #: frame flag: the body is RGBA per cell (the growing model), else gray then class
 MAX_MESSAGE = 64 * 1024  #: bytes; longer messages are refused with an error frame
 MAX_WS_MESSAGE = 4 * 1024 * 1024  #: bytes; aiohttp closes the connection (1009) above this
 MAX_SESSIONS = 4  #: tabs served at once (default)
 MAX_CELLS = 2 * 1024 * 1024  #: cells of all the tabs' worlds together (default: two 1024x1024 worlds)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 MAX_POINTS = 2000
-SIZES = (28, 56, 128, 256, 512, 1024)
+#: The models the page offers (the only names a page may send): name -> the kind of world,
+#: "digits" (draw MNIST digits, the cells classify them) or "growing" (plant seeds, cut, regrow).
+MODELS = {"fastca-mnist": "digits", "distill-2020": "digits", "growing-gecko": "growing"}
+SIZES = (28, 56, 72, 96, 128, 256, 512, 1024)
 #: The default world: 56x56 cells (four test digits). Fitted to the view, a digit drawn a
 #: quarter to half of the view tall is 14..28 cells, the MNIST scale the model was trained on
 #: (28x28 digits, about 20 cells tall); in a 256x256 world the same stroke was 60..130 cells
 #: and its parts voted for different digits (issue 28).
 DEFAULT_SIZE = 56
+#: The growing model's default world: the gecko (40x40 cells, trained on a 72x72 grid) grows in
+#: the middle with room around it for a few more seeds.
+GROWING_SIZE = 96
+DEFAULT_SIZES = {"digits": DEFAULT_SIZE, "growing": GROWING_SIZE}
 MAX_STEPS_PER_FRAME = 50  #: the page's steps-per-frame slider reaches this
 PRESET_SIZES = {"swing": 56, "cut": 56}  #: a preset's world side (others keep the current size)
 MANY_SIZE = 256  #: the "many" preset's world side, at least (when the cell budget allows)
 DEAD = 255
 UNDECIDED = spec.N_CLASSES
 MAX_FPS = 60
+CUT_RADIUS = 6.0  #: cells: an ``erase`` message's default radius
+#: the messages that apply to one kind of world only (the others apply to both)
+ONLY = {"digits": ("stroke", "digit", "mutate", "noise", "damage", "preset"), "growing": ("seed", "erase")}
+MESSAGES = ("clear", "reset", "pause", "step", "speed", "model", "size") + ONLY["digits"] + ONLY["growing"]
+#: what a world of each kind is for (said when a model starts, or a message does not apply)
+KIND_HELP = {"digits": "draw digits and the cells classify them",
+             "growing": "click to plant a seed, drag the eraser (or the right button) to cut: the cut regrows"}
 
 
-class BadMessage(ValueError):
+class BadMessage(InputError):
     """A message the session refuses (answered with an error frame)."""
 
 
@@ -105,23 +142,39 @@ def frame_arrays(state, alive_threshold):
     return gray[0], classes[0]
 
 
+def rgba_pixels(state):
+    """(H, W, 4) uint8 premultiplied RGBA of an (H, W, C) growing state: channels 0..3 clipped to [0, 1]."""
+    rgba = np.nan_to_num(np.asarray(state[..., :4], np.float32), nan=0.0)
+    return np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8)
+
+
 def encode_frame(step, gray, label, paused):
-    """The binary frame the page decodes (see the module docstring)."""
+    """The binary frame of a digit world the page decodes (see the module docstring)."""
     h, w = gray.shape
     return HEADER.pack(MAGIC, step % 2**32, h, w, int(paused)) + gray.tobytes() + label.tobytes()
 
 
+def encode_rgba_frame(step, rgba, paused):
+    """The binary frame of a growing world: (H, W, 4) uint8 RGBA (see the module docstring)."""
+    h, w = rgba.shape[:2]
+    return HEADER.pack(MAGIC, step % 2**32, h, w, RGBA | int(paused)) + np.ascontiguousarray(rgba).tobytes()
+
+
 def decode_frame(buf):
-    """(step, paused, gray (H, W) uint8, class (H, W) uint8) of an encoded frame (tests, tools)."""
+    """(step, paused, gray (H, W) uint8, class (H, W) uint8) of an encoded digit frame, or
+    (step, paused, rgba (H, W, 4) uint8, None) of an RGBA frame (tests, tools)."""
     magic, step, h, w, flags = HEADER.unpack_from(buf)
     if magic != MAGIC:
-        raise ValueError("not a fastca frame")
+        raise InputError("not a fastca frame")
     body = np.frombuffer(buf, np.uint8, offset=HEADER.size)
-    return step, bool(flags & 1), body[: h * w].reshape(h, w), body[h * w : 2 * h * w].reshape(h, w)
+    if flags & RGBA:
+        return step, bool(flags & PAUSED), body[: h * w * 4].reshape(h, w, 4), None
+    return step, bool(flags & PAUSED), body[: h * w].reshape(h, w), body[h * w : 2 * h * w].reshape(h, w)
 
 
 class Session:
-    """One tab's world: a resident Simulation, its host gray picture and its controls."""
+    """One tab's world: a resident Simulation and its controls; for a digit model also the host
+    gray picture (what was drawn), for the growing model the state alone (seeds and cuts)."""
 
     def __init__(self, size, model_name, backend, seed=0):
         self.backend = backend
@@ -129,6 +182,7 @@ class Session:
         self.sim_seed = 0
         self.images, self.labels = data.sample_digits()
         self.model_name = model_name
+        self.kind = model_kind(model_name)
         self.paused = False
         self.steps_per_frame = 1
         self.pending_steps = 0
@@ -136,11 +190,19 @@ class Session:
         self.lock = asyncio.Lock()
         self.new_world(size, "digits")
 
+    @property
+    def side(self):
+        """The world's side in cells."""
+        return self.sim.shape[1]
+
     # --- worlds -------------------------------------------------------------------------
     def new_world(self, size, preset):
         size = int(size)
         if size not in SIZES:
             raise BadMessage(f"size must be one of {SIZES}, got {size}")
+        if self.kind == "growing":
+            self.grow_world(size)
+            return
         self.world = self._preset(size, preset)
         tiles = -(-size // data.DIGIT)
         self.drawn = np.zeros((size, size), bool)  # cells the reader drew (kept by a swap)
@@ -155,6 +217,20 @@ class Session:
         self.sim_seed = int(self.rng.integers(2**31))
         self.sim = Simulation(self.model, self.world.gray, backend=self.backend, seed=self.sim_seed,
                               on_nonfinite="warn")
+        self.dirty = True
+
+    def grow_world(self, size, seeded=True):
+        """A size x size world of dead cells for the growing model, its seed in the middle when ``seeded``."""
+        from . import pretrained
+
+        self.model = pretrained(self.model_name)
+        self.world = None  # no picture: the state is the world
+        self.sim_seed = int(self.rng.integers(2**31))
+        dead = np.zeros((size, size, self.model.description.channels), np.float32)
+        self.sim = Simulation(self.model, dead, backend=self.backend, seed=self.sim_seed, input="state",
+                              on_nonfinite="warn")
+        if seeded:
+            self.sim.edit("seed", center=(size // 2, size // 2))
         self.dirty = True
 
     def _restart(self, state):
@@ -240,88 +316,152 @@ class Session:
     def apply(self, msg):
         """Apply one validated message; returns a reply dict to send, or None."""
         kind = msg["type"]
-        h, w = self.world.gray.shape
-        if kind == "stroke":
-            pts = _points(msg.get("points"), h, w)
-            width = _number(msg.get("width", 2.0), "width", 0.5, 32.0)
-            before = self.world.gray.copy()
-            y0, x0 = max(0, int(pts[:, 0].min() - width)), max(0, int(pts[:, 1].min() - width))
-            y1, x1 = min(h, int(pts[:, 0].max() + width) + 2), min(w, int(pts[:, 1].max() + width) + 2)
-            on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], width)
-            window = self.world.gray[y0:y1, x0:x1]
-            window[on] = 0 if msg.get("erase") else 255
-            self.drawn[y0:y1, x0:x1][on] = not msg.get("erase")
-            self._push(before)
-        elif kind == "digit":
-            y, x = _points([msg.get("at")], h, w)[0].astype(int)
-            k = int(self.rng.integers(len(self.images)))
-            before = self.world.gray.copy()
-            ys, xs = self._paste(self.world.gray, self.images[k], y - 14, x - 14)
-            self.world.targets[ys, xs] = self.labels[k]
-            self.drawn[ys, xs] |= self.world.gray[ys, xs] != before[ys, xs]  # the reader put it there
-            self._push(before)
-            return {"type": "digit", "label": int(self.labels[k])}
-        elif kind == "clear":
-            self.world.gray[:] = 0
-            self.drawn[:] = False
-            self.test_tiles[:] = False
-            self.sim.mutate(self.world.gray)
-            self.dirty = True
-        elif kind == "reset":
-            self.new_world(h, "digits")
-            return {"type": "info", "message": f"new test digits ({h}x{w} world)"}
-        elif kind == "mutate":
-            return self.swap()
-        elif kind == "noise":
-            amount = _number(msg.get("amount", 1.0), "amount", 0.0, 4.0)
-            state = np.array(self.sim.state(), np.float32)
-            alive = self._alive(state)
-            n = int(alive.sum())
-            state[alive, 1:] += amount * self.rng.standard_normal((n, state.shape[-1] - 1), np.float32)
-            self._restart(state)
-            return {"type": "info", "message": f"noise (std {amount:g}) added to the state of {n} cells: "
-                                               "watch them recover"}
-        elif kind == "damage":
-            y, x = _points([msg.get("at")], h, w)[0]
-            radius = _number(msg.get("radius", 7.0), "radius", 1.0, 64.0)
-            state = np.array(self.sim.state(), np.float32)
-            yy, xx = np.ogrid[:h, :w]
-            disc = ((yy - y) ** 2 + (xx - x) ** 2 <= radius**2) & self._alive(state)
-            state[disc, 1:] = 0
-            self._restart(state)
-            return {"type": "info", "message": f"{int(disc.sum())} cells forgot their state: they relearn it "
-                                               "from their neighbours"}
-        elif kind == "pause":
-            self.paused = bool(msg.get("paused", not self.paused))
-            self.dirty = True
-        elif kind == "step":
-            self.pending_steps += 1
-        elif kind == "speed":
-            self.steps_per_frame = int(_number(msg.get("steps_per_frame"), "steps_per_frame", 1,
-                                               MAX_STEPS_PER_FRAME))
-        elif kind == "model":
-            from . import PRETRAINED
-
-            name = msg.get("name")
-            if not isinstance(name, str) or name not in PRETRAINED:
-                raise BadMessage(f"model must be one of {list(PRETRAINED)}, got {name!r}")
-            self.model_name = name
-            self.new_sim()
-        elif kind == "preset":
-            name = msg.get("name")
-            size = preset_size(name, h)
-            if "size" in msg:  # set by the server once the cell budget is checked (PlayServer._handle)
-                size = world_size(msg["size"])
-            self.new_world(size, name)
-        elif kind == "size":
-            self.new_world(world_size(msg.get("size")), "digits")
-        else:
+        if kind not in MESSAGES:
             raise BadMessage(f"unknown message type {kind!r}")
-        return None
+        other = "growing" if self.kind == "digits" else "digits"
+        if kind in ONLY[other]:
+            raise BadMessage(f"{kind!r} does not apply to the {self.model_name} model ({KIND_HELP[self.kind]})")
+        return getattr(self, f"_on_{kind}")(msg)
+
+    def _on_stroke(self, msg):
+        h, w = self.world.gray.shape
+        pts = _points(msg.get("points"), h, w)
+        width = _number(msg.get("width", 2.0), "width", 0.5, 32.0)
+        before = self.world.gray.copy()
+        y0, x0 = max(0, int(pts[:, 0].min() - width)), max(0, int(pts[:, 1].min() - width))
+        y1, x1 = min(h, int(pts[:, 0].max() + width) + 2), min(w, int(pts[:, 1].max() + width) + 2)
+        on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], width)
+        window = self.world.gray[y0:y1, x0:x1]
+        window[on] = 0 if msg.get("erase") else 255
+        self.drawn[y0:y1, x0:x1][on] = not msg.get("erase")
+        self._push(before)
+
+    def _on_digit(self, msg):
+        y, x = _points([msg.get("at")], *self.world.gray.shape)[0].astype(int)
+        k = int(self.rng.integers(len(self.images)))
+        before = self.world.gray.copy()
+        ys, xs = self._paste(self.world.gray, self.images[k], y - 14, x - 14)
+        self.world.targets[ys, xs] = self.labels[k]
+        self.drawn[ys, xs] |= self.world.gray[ys, xs] != before[ys, xs]  # the reader put it there
+        self._push(before)
+        return {"type": "digit", "label": int(self.labels[k])}
+
+    def _on_clear(self, msg):
+        if self.kind == "growing":
+            self.grow_world(self.side, seeded=False)
+            return
+        self.world.gray[:] = 0
+        self.drawn[:] = False
+        self.test_tiles[:] = False
+        self.sim.mutate(self.world.gray)
+        self.dirty = True
+
+    def _on_reset(self, msg):
+        n = self.side
+        self.new_world(n, "digits")
+        if self.kind == "growing":
+            return {"type": "info", "message": f"a new seed in the middle ({n}x{n} world)"}
+        return {"type": "info", "message": f"new test digits ({n}x{n} world)"}
+
+    def _on_mutate(self, msg):
+        return self.swap()
+
+    def _on_noise(self, msg):
+        amount = _number(msg.get("amount", 1.0), "amount", 0.0, 4.0)
+        state = np.array(self.sim.state(), np.float32)
+        alive = self._alive(state)
+        n = int(alive.sum())
+        state[alive, 1:] += amount * self.rng.standard_normal((n, state.shape[-1] - 1), np.float32)
+        self._restart(state)
+        return {"type": "info", "message": f"noise (std {amount:g}) added to the state of {n} cells: "
+                                           "watch them recover"}
+
+    def _on_damage(self, msg):
+        h, w = self.world.gray.shape
+        y, x = _points([msg.get("at")], h, w)[0]
+        radius = _number(msg.get("radius", 7.0), "radius", 1.0, 64.0)
+        state = np.array(self.sim.state(), np.float32)
+        yy, xx = np.ogrid[:h, :w]
+        disc = ((yy - y) ** 2 + (xx - x) ** 2 <= radius**2) & self._alive(state)
+        state[disc, 1:] = 0
+        self._restart(state)
+        return {"type": "info", "message": f"{int(disc.sum())} cells forgot their state: they relearn it "
+                                           "from their neighbours"}
+
+    def _on_seed(self, msg):
+        y, x = _points([msg.get("at")], self.side, self.side)[0]
+        self.sim.edit("seed", center=(y, x))
+        self.dirty = True
+
+    def _on_erase(self, msg):
+        pts = _points(msg.get("points"), self.side, self.side)
+        radius = _number(msg.get("radius", CUT_RADIUS), "radius", 0.5, 64.0)
+        self.sim.edit("erase", points=pts, width=2 * radius)
+        self.dirty = True
+
+    def _on_pause(self, msg):
+        self.paused = bool(msg.get("paused", not self.paused))
+        self.dirty = True
+
+    def _on_step(self, msg):
+        self.pending_steps += 1
+
+    def _on_speed(self, msg):
+        self.steps_per_frame = int(_number(msg.get("steps_per_frame"), "steps_per_frame", 1, MAX_STEPS_PER_FRAME))
+
+    def _on_model(self, msg):
+        """Another digit model restarts from the current picture; any other switch starts a new world."""
+        name = msg.get("name")
+        kind = model_kind(name)
+        # the size is set by the server once the cell budget is checked (PlayServer._handle)
+        size = world_size(msg["size"]) if "size" in msg else model_size(name, self.kind, self.side)
+        same_picture = kind == self.kind == "digits"
+        before = self.model_name, self.kind
+        self.model_name, self.kind = name, kind
+        try:
+            if same_picture:
+                self.new_sim()
+                return None
+            self.new_world(size, "digits")
+        except BaseException:  # the tab keeps the model of the world it still runs
+            self.model_name, self.kind = before
+            raise
+        return {"type": "info", "message": f"{name} on a {size}x{size} world: {KIND_HELP[kind]}"}
+
+    def _on_preset(self, msg):
+        name = msg.get("name")
+        size = preset_size(name, self.side)
+        if "size" in msg:  # set by the server once the cell budget is checked (PlayServer._handle)
+            size = world_size(msg["size"])
+        self.new_world(size, name)
+
+    def _on_size(self, msg):
+        self.new_world(world_size(msg.get("size")), "digits")
 
     def frame(self):
+        if self.kind == "growing":
+            return encode_rgba_frame(self.sim.t, rgba_pixels(self.sim.view()), self.paused)
         gray, label = frame_arrays(self.sim.view(), self.model.alive_threshold)
         return encode_frame(self.sim.t, gray, label, self.paused)
+
+
+def model_kind(name):
+    """The kind of world ("digits" or "growing") of model ``name``; BadMessage for anything but a
+    name of :data:`MODELS` (a page never names a file)."""
+    if not isinstance(name, str) or name not in MODELS:
+        raise BadMessage(f"model must be one of {list(MODELS)}, got {name!r}")
+    return MODELS[name]
+
+
+def model_size(name, kind, current, fits=None):
+    """The world side after switching to model ``name`` from a world of ``kind`` and side ``current``:
+    the same side for a model of the same kind, else the new kind's default (when ``fits``, the
+    cell budget, allows it; else the current side). BadMessage for an unknown model."""
+    new = model_kind(name)
+    if new == kind:
+        return current
+    want = DEFAULT_SIZES[new]
+    return want if fits is None or fits(want) else current
 
 
 def preset_size(name, current, fits=None):
@@ -441,18 +581,21 @@ class _Worker:
 class PlayServer:
     """The aiohttp application: the page, its assets, and one websocket session per tab.
 
-    ``host`` is the address the server is bound to (it names the server in Host headers);
-    ``max_sessions`` and ``max_cells`` cap the tabs and the cells of their worlds together.
+    ``model``: a key of :data:`MODELS`, the model a new tab starts with; ``size``: its world's
+    side (None: the model's default, :data:`DEFAULT_SIZES`). ``host`` is the address the
+    server is bound to (it names the server in Host headers); ``max_sessions`` and
+    ``max_cells`` cap the tabs and the cells of their worlds together.
     """
 
-    def __init__(self, size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", host="127.0.0.1", max_sessions=MAX_SESSIONS,
+    def __init__(self, size=None, model="fastca-mnist", backend="auto", host="127.0.0.1", max_sessions=MAX_SESSIONS,
                  max_cells=MAX_CELLS):
         from aiohttp import web
 
+        size = DEFAULT_SIZES[model_kind(model)] if size is None else size  # BadMessage (a ValueError): not a model
         if int(max_sessions) < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+            raise InputError(f"max_sessions must be >= 1, got {max_sessions}")
         if size * size > max_cells:
-            raise ValueError(f"max_cells must hold at least one {size}x{size} world ({size * size} cells), "
+            raise InputError(f"max_cells must hold at least one {size}x{size} world ({size * size} cells), "
                              f"got {max_cells}")
         self.size, self.model_name, self.backend = size, model, backend
         self.max_sessions, self.max_cells = int(max_sessions), int(max_cells)
@@ -529,6 +672,11 @@ class PlayServer:
         self.sessions[ws] = cells
         return None
 
+    def _fits(self, ws):
+        """Whether a world of a given side fits in the cells the other tabs leave to tab ``ws``."""
+        others = sum(self.sessions.values()) - self.sessions[ws]
+        return lambda side: others + side * side <= self.max_cells
+
     def _resize(self, ws, size):
         """Take the cells of a ``size`` world in place of the tab's current one, or BadMessage."""
         others = sum(self.sessions.values()) - self.sessions[ws]
@@ -601,15 +749,17 @@ class PlayServer:
                 if msg["type"] == "size":
                     self._resize(ws, world_size(msg.get("size")))  # before the world is built
                 elif msg["type"] == "preset":  # a preset may change the world's size: the same check
-                    others = sum(self.sessions.values()) - self.sessions[ws]
-                    size = preset_size(msg.get("name"), session.world.gray.shape[0],
-                                       fits=lambda n: others + n * n <= self.max_cells)
+                    size = preset_size(msg.get("name"), session.side, fits=self._fits(ws))
+                    self._resize(ws, size)
+                    msg = {**msg, "size": size}
+                elif msg["type"] == "model":  # a model of another kind starts its own world: the same check
+                    size = model_size(msg.get("name"), session.kind, session.side, fits=self._fits(ws))
                     self._resize(ws, size)
                     msg = {**msg, "size": size}
                 try:
                     reply = await state["worker"].call(session.apply, msg)
                 finally:
-                    self.sessions[ws] = session.world.gray.size  # what the tab really holds
+                    self.sessions[ws] = session.side**2  # what the tab really holds
             if reply:
                 await ws.send_json(reply)
         except BadMessage as exc:
@@ -642,12 +792,12 @@ class PlayServer:
                 if elapsed > 1.0:
                     await ws.send_json({"type": "stats", "steps_per_s": state["steps"] / elapsed,
                                         "frames_per_s": state["frames"] / elapsed, "backend": session.sim.backend,
-                                        "model": session.model_name})
+                                        "model": session.model_name, "kind": session.kind})
                     state.update(steps=0, frames=0, t0=time.perf_counter())
             await asyncio.sleep(max(0.0, 1 / MAX_FPS - (time.perf_counter() - t0)))
 
 
-def start_in_thread(size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", host="127.0.0.1", port=0, **limits):
+def start_in_thread(size=None, model="fastca-mnist", backend="auto", host="127.0.0.1", port=0, **limits):
     """Run a server in a daemon thread (tests, benchmarks, notebooks), on ``port`` (0: a free one;
     a port again after ``stop()`` is a restarted server, as the page sees it).
 
@@ -683,7 +833,7 @@ def start_in_thread(size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", hos
     thread = threading.Thread(target=run, daemon=True, name="fastca-play")
     thread.start()
     if not ready.wait(120) or failed:
-        raise RuntimeError(f"the play server did not start{f': {failed[0]}' if failed else ''}")
+        raise RunError(f"the play server did not start{f': {failed[0]}' if failed else ''}")
 
     def stop():
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
@@ -694,7 +844,7 @@ def start_in_thread(size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", hos
     return f"http://{netloc}:{port}/", stop
 
 
-def serve(host="127.0.0.1", port=8765, size=DEFAULT_SIZE, model="fastca-mnist", backend="auto", open_browser=False,
+def serve(host="127.0.0.1", port=8765, size=None, model="fastca-mnist", backend="auto", open_browser=False,
           max_sessions=MAX_SESSIONS, max_cells=MAX_CELLS):
     """Run the server until Ctrl-C: a clean shutdown (sessions closed, port released) and one
     line, whenever Ctrl-C comes (also before the server is up, or a second time while it stops)."""

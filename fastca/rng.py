@@ -11,13 +11,15 @@ fire masks on torch, Numba CPU and Numba CUDA, for any thread count or tiling:
 The hash is the SplitMix64 finaliser (a bijection on 64 bits with full
 avalanche) applied after folding in each key component. The scalar functions
 are plain ``numba.njit`` functions so that the CPU kernel and the CUDA kernel
-call the very same code; the array helpers below serve the torch backend and
-users. Integer arithmetic makes the fire draws exact everywhere; the noise goes
-through plain float32 arithmetic (its own logarithm and sine/cosine polynomials, no
-math library) and a correctly rounded ``sqrt``, with integer-only branch-free steps, so
-the CPU kernel computes it 8 or 16 cells at a time in vector registers with the same
-bits as one at a time: noise is bit for bit the same between torch and numba-cpu, and
-agrees to float32 rounding with CUDA (whose compiler fuses multiply-adds).
+call the very same code; the array functions at the end serve the torch backend and
+users (their loops over many cells are compiled in ``kernels/rng_grid.py`` and loaded
+through :mod:`fastca.backends.host`). Integer arithmetic makes the fire draws exact
+everywhere; the noise goes through plain float32 arithmetic (its own logarithm and
+sine/cosine polynomials, no math library) and a correctly rounded ``sqrt``, with
+integer-only branch-free steps, so the CPU kernel computes it 8 or 16 cells at a time
+in vector registers with the same bits as one at a time: noise is bit for bit the same
+between torch and numba-cpu, and agrees to float32 rounding with CUDA (whose compiler
+fuses multiply-adds).
 """
 
 import math
@@ -167,27 +169,6 @@ def normal_pair(key, pair):
     return normal_from_fields(u, quadrant, angle)
 
 
-@numba.njit(cache=True, parallel=True)
-def _uniform_grid(seed, step, origin, out):
-    n_b, n_h, n_w = out.shape
-    for row in numba.prange(n_b * n_h):
-        b = np.int64(row) // n_h
-        y = np.int64(row) - b * n_h
-        for x in range(n_w):
-            out[b, y, x] = fire_uniform(cell_key(seed, step, origin[0] + b, origin[1] + y, origin[2] + x))
-
-
-@numba.njit(cache=True, parallel=True)
-def _noise_at(seed, step, bs, ys, xs, std, out):
-    for i in numba.prange(bs.shape[0]):
-        key = cell_key(seed, step, bs[i], ys[i], xs[i])
-        for pair in range((out.shape[1] + 1) // 2):
-            z0, z1 = normal_pair(key, pair)
-            out[i, 2 * pair] = z0 * std
-            if 2 * pair + 1 < out.shape[1]:
-                out[i, 2 * pair + 1] = z1 * std
-
-
 def _origin(origin):
     return np.asarray(origin, np.int64).reshape(3)
 
@@ -197,11 +178,10 @@ def uniform(seed, step, shape, origin=(0, 0, 0)):
 
     ``origin``: global (sample, row, column) of the grid's first cell.
     """
-    from ._numba_setup import KERNEL_LOCK
+    from .backends import host  # the kernels import this module: the backends load them when called
 
     out = np.empty(tuple(shape), np.float32)
-    with KERNEL_LOCK:  # parallel kernels run one at a time (fork-safe threading layer)
-        _uniform_grid(np.uint64(seed), np.int64(step), _origin(origin), out)
+    host.uniform_grid(np.uint64(seed), np.int64(step), _origin(origin), out)
     return out
 
 
@@ -212,12 +192,11 @@ def fire_mask(seed, step, alive, fire_rate, origin=(0, 0, 0)):
 
 def noise_at(seed, step, b, y, x, std, channels=19):
     """Noise ``std * N(0, 1)`` (float32, shape (n, channels)) for the n cells at (b[i], y[i], x[i])."""
-    b, y, x = (np.ascontiguousarray(a, dtype=np.int64) for a in (b, y, x))
-    from ._numba_setup import KERNEL_LOCK
+    from .backends import host
 
+    b, y, x = (np.ascontiguousarray(a, dtype=np.int64) for a in (b, y, x))
     out = np.empty((b.shape[0], channels), np.float32)
-    with KERNEL_LOCK:
-        _noise_at(np.uint64(seed), np.int64(step), b, y, x, np.float32(std), out)
+    host.noise_at(np.uint64(seed), np.int64(step), b, y, x, np.float32(std), out)
     return out
 
 

@@ -8,7 +8,9 @@ import numpy as np
 
 from . import _checks, metrics, spec
 from ._state import initial_state, is_state_input, mutate_host
+from .backends import BackendName
 from .simulation import Simulation
+from .errors import InputError
 
 __all__ = ["SimResult", "initial_state", "is_state_input", "mutate", "simulate"]
 
@@ -26,7 +28,7 @@ class SimResult:
     """
 
     state: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: the model has no readout
     accuracy: np.ndarray | None
     agreement: np.ndarray | None
     backend: str
@@ -39,7 +41,7 @@ class SimResult:
     def alive(self):
         """Bool map of alive cells (a model with a readout)."""
         if self.labels is None:
-            raise ValueError("this model has no readout: no labels (use fastca.model.alive_mask on .state)")
+            raise InputError("this model has no readout: no labels (use fastca.model.alive_mask on .state)")
         return self.labels != metrics.DEAD
 
     @property
@@ -60,13 +62,13 @@ def mutate(state, new_gray, alive_threshold=spec.ALIVE_THRESHOLD):
     flat, lead = _checks.check_state(state)
     g = _checks.gray_to_float(new_gray)
     if g.shape != lead:
-        raise ValueError(f"new_gray must have shape {lead} to match the state, got {g.shape}")
+        raise InputError(f"new_gray must have shape {lead} to match the state, got {g.shape}")
     out = flat.reshape(lead + (spec.CHANNELS,)).copy()
     mutate_host(out.reshape((-1,) + out.shape[-3:]), g.reshape((-1,) + g.shape[-2:]), alive_threshold)
     return out
 
 
-def simulate(model, x, steps, *, backend="auto", seed=0, fire_rate=None, noise=None, labels=None,
+def simulate(model, x, steps, *, backend: BackendName = "auto", seed=0, fire_rate=None, noise=None, labels=None,
              start_step=0, threads=None, progress=None, input="auto", callback=None, output="host",
              storage="float32", origin=(0, 0, 0), on_nonfinite="raise"):
     """Run an automaton for ``steps`` steps: the self-classifying MNIST model, or any described one.

@@ -8,11 +8,14 @@ import numpy as np
 
 from . import _checks, backends, metrics
 from ._state import gray_channel
+from .backends import host
 from .backends.base import Params
 from .weights import NCAWeights
+from .errors import InputError, InputTypeError, NonFiniteError
 
 
 MAX_STEP = 2**62  #: step indices stay below this (they are hashed as 64-bit integers)
+EDIT_KINDS = ("erase", "stroke", "set", "seed")  #: what :meth:`Simulation.edit` does
 
 
 class Simulation:
@@ -56,12 +59,13 @@ class Simulation:
     Every option is checked against the backend's capabilities before anything runs.
     """
 
-    def __init__(self, model, x, *, backend="auto", seed=0, storage="float32", origin=(0, 0, 0), fire_rate=None,
-                 noise=None, start_step=0, input="auto", threads=None, options=None, on_nonfinite="raise"):
+    def __init__(self, model, x, *, backend: backends.BackendName = "auto", seed=0, storage="float32",
+                 origin=(0, 0, 0), fire_rate=None, noise=None, start_step=0, input="auto", threads=None,
+                 options=None, on_nonfinite="raise"):
         from .nca import NCA
 
         if not isinstance(model, (NCAWeights, NCA)):
-            raise TypeError("model must be NCAWeights (see fastca.pretrained()) or an NCA (any model description), "
+            raise InputTypeError("model must be NCAWeights (see fastca.pretrained()) or an NCA (any model description), "
                             f"got {type(model).__name__}")
         self.description = model.description
         seed = _checks.check_seed(seed)
@@ -70,22 +74,20 @@ class Simulation:
         noise_std = _checks.check_noise(noise, model.noise_std, dtype)
         self.t = _checks.check_steps(start_step)
         if self.t >= MAX_STEP:
-            raise ValueError(f"start_step must be below {MAX_STEP}, got {start_step}")
+            raise InputError(f"start_step must be below {MAX_STEP}, got {start_step}")
         origin = _check_origin(origin)
         self.threads = _check_threads(threads)
         if on_nonfinite not in ("raise", "warn"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
+            raise InputError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._warned = False
         self.info = backends.resolve(backend)
         if storage not in self.info.storages:
-            raise ValueError(f"storage={storage!r} is not supported by backend {self.info.name!r} "
+            raise InputError(f"storage={storage!r} is not supported by backend {self.info.name!r} "
                              f"(it supports {', '.join(self.info.storages)})")
         runner_cls = self.info.load()
-        from .backends.numba_cuda import is_device_array
-
-        if not self.info.device_input and is_device_array(x):
-            raise TypeError(f"backend {self.info.name!r} takes host arrays; got a device array "
+        if not self.info.device_input and backends.is_device_array(x):
+            raise InputTypeError(f"backend {self.info.name!r} takes host arrays; got a device array "
                             "(use a backend with device input, or copy it to the host)")
         state, self.lead, self.batched = runner_cls.to_state(x, input, dtype, self.description)
         self.shape = tuple(state.shape)  # (B, H, W, C)
@@ -113,7 +115,7 @@ class Simulation:
         """
         steps = _checks.check_steps(steps)
         if self.t + steps >= MAX_STEP:
-            raise ValueError(f"step index {self.t} + {steps} steps would pass {MAX_STEP} (the random keys' range)")
+            raise InputError(f"step index {self.t} + {steps} steps would pass {MAX_STEP} (the random keys' range)")
         handle = None
         if targets is not None:
             handle = self._handle(targets)
@@ -158,7 +160,7 @@ class Simulation:
         msg = (f"the state became non-finite (NaN or inf) at {when}, in sample {sample}: {cause} "
                "grow without bound (such cells are counted as no class)")
         if self.on_nonfinite == "raise":
-            raise FloatingPointError(msg + "; pass on_nonfinite='warn' to go on")
+            raise NonFiniteError(msg + "; pass on_nonfinite='warn' to go on")
         if not self._warned:
             import warnings
 
@@ -182,7 +184,7 @@ class Simulation:
         fits = (targets.backend == self.backend and targets.shape == self.shape[:3]
                 and tuple(getattr(data, "shape", ())) == self.shape[:3] and getattr(data, "dtype", None) == np.int16)
         if not fits:
-            raise ValueError(f"targets were prepared for a {targets.backend} simulation of (B, H, W) {targets.shape}; "
+            raise InputError(f"targets were prepared for a {targets.backend} simulation of (B, H, W) {targets.shape}; "
                              f"this one is {self.backend} {self.shape[:3]}: prepare them with this simulation's "
                              ".targets(labels), or pass the labels")
         return targets
@@ -233,71 +235,162 @@ class Simulation:
         gray_channel(self.description)  # a model whose aliveness is a static gray channel only
         g = _checks.gray_to_float(new_gray)
         if g.shape != self.lead:
-            raise ValueError(f"new_gray must have shape {self.lead} to match the state, got {g.shape}")
+            raise InputError(f"new_gray must have shape {self.lead} to match the state, got {g.shape}")
         self._runner.write_gray(0, 0, 0, g.reshape(self.shape[:3]))
 
     def edit(self, kind, *, sample=0, center=None, radius=6.0, points=None, width=2.0, value=255, gray=None, at=(0, 0)):
-        """Edit the world in place, between steps (what drawing and scripted events need).
+        """Edit the world in place, between steps (what drawing, cuts and scripted events need).
 
-        - ``edit("erase", center=(y, x), radius=r)``: cells within the disk become dead (gray 0);
+        A model whose aliveness is a static gray channel (the MNIST digits) edits that channel:
+
+        - ``edit("erase", center=(y, x), radius=r)``: cells within the disc become dead (gray 0);
+          ``edit("erase", points=[(y0, x0), ...], width=w)``: the same along a polyline;
         - ``edit("stroke", points=[(y0, x0), (y1, x1), ...], width=w, value=255)``: draw a
           polyline (gray = max(gray, value)); new cells start with zero hidden state;
         - ``edit("set", gray=window, at=(y, x))``: set the gray of a window (uint8 or [0, 1]).
 
-        ``sample`` picks the batch entry. Only the affected window travels to the backend.
+        Any other model (a :class:`fastca.NCA` whose cells grow and die, e.g. the Growing NCA)
+        edits its state:
+
+        - ``edit("erase", ...)`` (a disc or a polyline, as above): every channel of those cells
+          zeroed (the cut: they are dead, and may regrow from their neighbours);
+        - ``edit("seed", center=(y, x))``: cell (floor y, floor x) becomes the model's seed
+          (:func:`fastca.growing.seed_cell`: every channel from the alive channel on 1, the
+          others 0; models with the max-pool alive rule).
+
+        ``sample`` picks the batch entry; an erase's centre or points and a seed lie inside
+        the (H, W) grid. Only the affected window travels to the backend. Each edit equals
+        the same change made to :meth:`state` and a new simulation started from it.
         """
-        n_b, n_h, n_w, _ = self.shape
-        gch = gray_channel(self.description)  # a model whose aliveness is a static gray channel only
-        if not (isinstance(sample, numbers.Integral) and 0 <= sample < n_b):
-            raise ValueError(f"sample must be an int in 0..{n_b - 1}, got {sample!r}")
-        if kind == "set":
-            g = _checks.gray_to_float(gray)
-            if g.ndim != 2:
-                raise ValueError(f"gray must be a 2-d window, got shape {g.shape}")
-            y0, x0 = (int(v) for v in at)
-            if not (0 <= y0 and 0 <= x0 and y0 + g.shape[0] <= n_h and x0 + g.shape[1] <= n_w):
-                raise ValueError(f"window of shape {g.shape} at {(y0, x0)} is outside the {n_h}x{n_w} grid")
-            self._runner.write_gray(sample, y0, x0, g[None])
+        if kind not in EDIT_KINDS:
+            raise InputError(f"edit kind must be one of {', '.join(map(repr, EDIT_KINDS))}, got {kind!r}")
+        n_b = self.shape[0]
+        if not (isinstance(sample, numbers.Integral) and not isinstance(sample, bool) and 0 <= sample < n_b):
+            raise InputError(f"sample must be an int in 0..{n_b - 1}, got {sample!r}")
+        self._check_edit_applies(kind)
+        if kind == "seed":
+            self._plant_seed(int(sample), center)
+        elif kind == "erase":
+            self._erase(int(sample), center, radius, points, width)
+        elif kind == "set":
+            self._set_gray(int(sample), gray, at)
+        else:
+            self._stroke(int(sample), points, width, value)
+
+    def _check_edit_applies(self, kind):
+        """ValueError when ``kind`` does not apply to this model: gray edits need a static gray channel,
+        a seed the max-pool alive rule (cells that grow from it)."""
+        d = self.description
+        if kind in ("stroke", "set") and d.alive.rule != "static":
+            raise InputError(f"edit {kind!r} draws into a static gray channel, which model {d.name!r} (alive rule "
+                             f"{d.alive.rule!r}) has not: edit its state with 'erase' (the cut) or 'seed'")
+        if kind == "seed" and d.alive.rule != "maxpool":
+            raise InputError(f"edit 'seed' plants a cell that grows (the max-pool alive rule); model {d.name!r} has "
+                             f"the {d.alive.rule!r} rule" + (": draw with 'stroke'" if d.alive.rule == "static" else ""))
+
+    def _set_gray(self, sample, gray, at):
+        g = _checks.gray_to_float(gray)
+        if g.ndim != 2:
+            raise InputError(f"gray must be a 2-d window, got shape {g.shape}")
+        n_h, n_w = self.shape[1:3]
+        y0, x0 = (int(v) for v in at)
+        if not (0 <= y0 and 0 <= x0 and y0 + g.shape[0] <= n_h and x0 + g.shape[1] <= n_w):
+            raise InputError(f"window of shape {g.shape} at {(y0, x0)} is outside the {n_h}x{n_w} grid")
+        self._runner.write_gray(sample, y0, x0, g[None])
+
+    def _stroke(self, sample, points, width, value):
+        n_h, n_w = self.shape[1:3]
+        pts = np.asarray(points, np.float64).reshape(-1, 2) if points is not None else np.zeros((0, 2))
+        if len(pts) == 0 or not np.all(np.isfinite(pts)):
+            raise InputError("stroke needs points=[(y, x), ...] (finite)")
+        half = _half_width(width)
+        level = _checks.gray_to_float(np.asarray([[value]], np.uint8 if isinstance(value, numbers.Integral) else np.float32))[0, 0]
+        box = _box(pts[:, 0].min() - half, pts[:, 0].max() + half, pts[:, 1].min() - half, pts[:, 1].max() + half,
+                   n_h, n_w)
+        if box is None:
             return
-        if kind == "erase":
-            if center is None:
-                raise ValueError("erase needs center=(y, x)")
-            cy, cx = (float(v) for v in center)
-            r = float(radius)
-            if not (np.isfinite(r) and r >= 0):
-                raise ValueError(f"radius must be finite and >= 0, got {radius!r}")
-            box = _box(cy - r, cy + r, cx - r, cx + r, n_h, n_w)
-            if box is None:
-                return
+        y0, y1, x0, x1 = box
+        gch = gray_channel(self.description)
+        window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., gch]
+        on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], 2 * half)
+        window = np.where(on, np.maximum(window, level), window).astype(np.float32)
+        self._runner.write_gray(sample, y0, x0, window[None])
+
+    def _erase(self, sample, center, radius, points, width):
+        """Zero a disc or a polyline: the gray (a static gray channel: the cells die) or every channel."""
+        (y0, y1, x0, x1), on = self._erase_mask(center, radius, points, width)
+        window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0]
+        if self.description.alive.rule == "static":
+            gray = window[..., gray_channel(self.description)]
+            gray[on] = 0
+            self._runner.write_gray(sample, y0, x0, gray[None])
+        else:
+            window[on] = 0
+            self._write_state(sample, y0, x0, window)
+
+    def _erase_mask(self, center, radius, points, width):
+        """((y0, y1, x0, x1) window, (h, w) bool cells to erase in it) of a disc or a polyline."""
+        n_h, n_w = self.shape[1:3]
+        if (center is None) == (points is None):
+            raise InputError("erase needs center=(y, x) (a disc of the given radius) or points=[(y, x), ...] "
+                             "(a polyline of the given width), not both")
+        if points is not None:
+            pts = self._grid_points(points, "points")
+            half = _half_width(width)
+            box = _box(pts[:, 0].min() - half, pts[:, 0].max() + half, pts[:, 1].min() - half,
+                       pts[:, 1].max() + half, n_h, n_w)
+            assert box is not None  # the points lie in the grid
             y0, y1, x0, x1 = box
-            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., gch]
-            yy, xx = np.ogrid[y0:y1, x0:x1]
-            window[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 0
-            self._runner.write_gray(sample, y0, x0, window[None])
-            return
-        if kind == "stroke":
-            pts = np.asarray(points, np.float64).reshape(-1, 2) if points is not None else np.zeros((0, 2))
-            if len(pts) == 0 or not np.all(np.isfinite(pts)):
-                raise ValueError("stroke needs points=[(y, x), ...] (finite)")
-            half = float(width) / 2
-            if not (np.isfinite(half) and half >= 0):
-                raise ValueError(f"width must be finite and >= 0, got {width!r}")
-            level = _checks.gray_to_float(np.asarray([[value]], np.uint8 if isinstance(value, numbers.Integral) else np.float32))[0, 0]
-            box = _box(pts[:, 0].min() - half, pts[:, 0].max() + half, pts[:, 1].min() - half, pts[:, 1].max() + half,
-                       n_h, n_w)
-            if box is None:
-                return
-            y0, y1, x0, x1 = box
-            window = self._runner.read_window(sample, y0, x0, 1, y1 - y0, x1 - x0)[0, ..., gch]
-            on = stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], 2 * half)
-            window = np.where(on, np.maximum(window, level), window).astype(np.float32)
-            self._runner.write_gray(sample, y0, x0, window[None])
-            return
-        raise ValueError(f"edit kind must be 'erase', 'stroke' or 'set', got {kind!r}")
+            return box, stroke_mask(y1 - y0, x1 - x0, pts - [y0, x0], 2 * half)
+        cy, cx = self._grid_points([center], "center")[0]
+        r = float(radius) if isinstance(radius, numbers.Real) and not isinstance(radius, bool) else np.nan
+        if not (np.isfinite(r) and r >= 0):
+            raise InputError(f"radius must be finite and >= 0, got {radius!r}")
+        box = _box(cy - r, cy + r, cx - r, cx + r, n_h, n_w)
+        assert box is not None  # the centre lies in the grid
+        y0, y1, x0, x1 = box
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        return box, (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+    def _plant_seed(self, sample, center):
+        """The model's seed cell at (floor y, floor x): every channel written."""
+        from .growing import seed_cell
+
+        if center is None:
+            raise InputError("seed needs center=(y, x)")
+        cy, cx = self._grid_points([center], "center")[0]
+        cell = seed_cell(self.description)
+        self._write_state(sample, int(np.floor(cy)), int(np.floor(cx)), cell[None, None])
+
+    def _grid_points(self, points, name):
+        """(n, 2) float64 (row, column) of ``points``: finite, 0 <= row < H and 0 <= column < W; else ValueError."""
+        n_h, n_w = self.shape[1:3]
+        what = f"{name} must be (y, x) point(s) inside the {n_h}x{n_w} grid (0 <= y < {n_h}, 0 <= x < {n_w})"
+        try:
+            flat = [v for p in points for v in p]
+        except TypeError:
+            raise InputError(f"{what}, got {points!r}") from None
+        ok = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in flat) and flat and len(flat) % 2 == 0
+        pts = np.asarray(flat if ok else [np.nan, np.nan], np.float64).reshape(-1, 2)
+        inside = np.isfinite(pts).all() and (pts >= 0).all() and (pts[:, 0] < n_h).all() and (pts[:, 1] < n_w).all()
+        if not (ok and inside):
+            raise InputError(f"{what}, got {points[0] if name == 'center' else points!r}")
+        return pts
+
+    def _write_state(self, sample, y0, x0, window):
+        """Every channel of an (h, w, C) window of sample ``sample`` at (y0, x0), in place on the backend
+        (a device backend gets the window alone, in the state's storage type)."""
+        h, w = window.shape[:2]
+        if self._runner.host_view:
+            self._runner.read()[sample, y0 : y0 + h, x0 : x0 + w] = window
+            self._runner.state_written()  # e.g. numba-cpu's alive index: rebuilt before the next step
+        else:
+            state = self._runner.state
+            state[sample, y0 : y0 + h, x0 : x0 + w] = np.ascontiguousarray(window, state.dtype)
 
     def _check_output(self, output):
         if output not in self.info.outputs:
-            raise ValueError(f"output must be one of {self.info.outputs} for backend {self.backend!r}, got {output!r}")
+            raise InputError(f"output must be one of {self.info.outputs} for backend {self.backend!r}, got {output!r}")
 
     @contextlib.contextmanager
     def _threads(self):
@@ -306,14 +399,8 @@ class Simulation:
         if self.threads is None:
             yield
             return
-        import numba
-
-        old = numba.get_num_threads()
-        numba.set_num_threads(self.threads)
-        try:
+        with host.numba_threads(self.threads):
             yield
-        finally:
-            numba.set_num_threads(old)
 
 
 class _Targets:
@@ -350,6 +437,14 @@ def stroke_mask(h, w, points, width):
     return canvas
 
 
+def _half_width(width):
+    """Half a stroke's width: finite and >= 0, else ValueError."""
+    half = float(width) / 2 if isinstance(width, numbers.Real) and not isinstance(width, bool) else np.nan
+    if not (np.isfinite(half) and half >= 0):
+        raise InputError(f"width must be finite and >= 0, got {width!r}")
+    return half
+
+
 def _box(ylo, yhi, xlo, xhi, n_h, n_w):
     """Integer window [y0, y1) x [x0, x1) covering the given float bounds, clipped to the grid; None if empty."""
     y0, y1 = max(0, int(np.floor(ylo))), min(n_h, int(np.floor(yhi)) + 1)
@@ -364,17 +459,16 @@ def _check_origin(origin):
         vals = ()
     if len(vals) != 3 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v < 2**62
                                  for v in vals):
-        raise ValueError(f"origin must be three ints >= 0 (sample, row, column), got {origin!r}")
+        raise InputError(f"origin must be three ints >= 0 (sample, row, column), got {origin!r}")
     return tuple(int(v) for v in vals)
 
 
 def _check_threads(n):
     if n is None:
         return None
-    import numba
-
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS}, got {n!r}")
+    limit = host.max_threads()
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= limit:
+        raise InputError(f"threads must be an int in 1..{limit}, got {n!r}")
     return int(n)
 
 

@@ -24,8 +24,12 @@ Input
     backend, host or device): :func:`unit_gray`.
 Labels
     A cell's label is the argmax of its class channels (the first on ties); it is
-    "undecided" (:data:`N_CLASSES`) for the agreement count when all of them are negative:
-    :func:`label_of`.
+    "undecided" (:data:`N_CLASSES`) for the agreement count when all of them are negative,
+    and both when any is NaN or inf: :func:`label_of` (one cell, compiled by the kernels),
+    :func:`class_labels` (arrays). Dead cells have no label (:data:`DEAD` in label maps).
+Mutation (the article's experiment)
+    The gray channel takes a new image; the mutable channels of the cells that the new gray
+    leaves dead are zeroed, the others keep their values: :func:`mutate`.
 Randomness
     ``u`` and the noise come from the counter-based generator in :mod:`fastca.rng`,
     keyed by (seed, step, sample, y, x[, channel]) in global coordinates (a grid cut from a
@@ -75,6 +79,8 @@ GRAY_LEVELS = 255  #: uint8 gray g means g / GRAY_LEVELS
 N_COUNTS = 2 + N_CLASSES + 1
 COUNT_TARGETED = N_COUNTS - 1
 
+DEAD = -1  #: label of a dead cell in label maps
+
 
 # The rules below are plain Python: NumPy and torch call them on arrays, and the kernels
 # compile the very same functions (numba.njit on the CPU, device functions on CUDA).
@@ -109,3 +115,33 @@ def label_of(cell):
     if not finite:
         return N_CLASSES, N_CLASSES
     return best, (best if value >= 0 else N_CLASSES)
+
+
+def class_labels(classes):
+    """The array form of :func:`label_of`: (label, label or K) of class channels ``classes``
+    (..., K), a NumPy array of any float type, compared as it is (no cast).
+
+    label: the argmax (the first on ties), K where any class channel is not finite;
+    the second: the same, and K ("undecided") where every class channel is negative.
+    Both int64 (...).
+    """
+    k = classes.shape[-1]
+    finite = np.isfinite(classes).all(axis=-1)
+    label = np.where(finite, np.argmax(classes, axis=-1), k)
+    return label, np.where(finite & (classes.max(axis=-1) >= 0), label, k)
+
+
+def mutate(state, new_gray, threshold, channel=GRAY, residual=(1, CHANNELS)):
+    """The mutation, in place on a state (..., C) (a NumPy array or a torch tensor).
+
+    Channel ``channel`` becomes ``new_gray`` (...); the channels ``residual[0]:residual[1]`` are
+    zeroed (+0.0) where the stored new gray is not alive (:func:`is_alive` against
+    ``threshold``; a NumPy float16 state is widened to float32 first, exactly). The CUDA
+    kernel ``write_gray`` applies the same rule cell by cell.
+    """
+    state[..., channel] = new_gray
+    rest = state[..., residual[0]:residual[1]]
+    if isinstance(state, np.ndarray):
+        rest[~is_alive(state[..., channel].astype(np.float32), threshold)] = 0
+    else:  # a torch tensor: masked_fill_ stays on its device (a boolean index would wait for the host)
+        rest.masked_fill_(~is_alive(state[..., channel], threshold)[..., None], 0)

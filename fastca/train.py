@@ -42,6 +42,7 @@ from ._checks import first_line
 from .simulate import initial_state
 from .torch_model import TorchNCA
 from .weights import NCAWeights, require_safe_torch_load
+from .errors import InputError, NonFiniteError
 
 CHECKPOINT_FORMAT = "fastca-train-checkpoint"
 CHECKPOINT_VERSION = 2  #: 2 records the training digits (``data``); 1 is still read
@@ -81,13 +82,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.batch < 4 or self.batch % 4:
-            raise ValueError(f"batch must be a multiple of 4 (quarters are replaced/mutated), got {self.batch}")
+            raise InputError(f"batch must be a multiple of 4 (quarters are replaced/mutated), got {self.batch}")
         if self.pool < self.batch:
-            raise ValueError(f"pool ({self.pool}) must be at least the batch ({self.batch})")
+            raise InputError(f"pool ({self.pool}) must be at least the batch ({self.batch})")
         if self.iterations < 0 or self.steps < 1 or self.checkpoint_every < 1:
-            raise ValueError("iterations must be >= 0, steps and checkpoint_every >= 1")
+            raise InputError("iterations must be >= 0, steps and checkpoint_every >= 1")
         if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.decay) and self.decay > 0):
-            raise ValueError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
+            raise InputError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
         self.decay_at = tuple(int(x) for x in self.decay_at)
 
     @property
@@ -113,7 +114,7 @@ class Trainer:
         self.images = np.asarray(images)
         self.labels = np.asarray(labels)
         if self.images.ndim != 3 or self.images.dtype != np.uint8 or len(self.images) != len(self.labels):
-            raise ValueError("images must be uint8 (N, H, W) with one label each")
+            raise InputError("images must be uint8 (N, H, W) with one label each")
         self.config = config
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
@@ -139,7 +140,7 @@ class Trainer:
 
     def loss(self, state, labels):
         """L2 loss of a (B, H, W, 20) state against per-sample labels: mean over the batch."""
-        alive = (state[..., spec.GRAY] > self.net.alive_threshold).float()
+        alive = spec.is_alive(state[..., spec.GRAY], self.net.alive_threshold).float()
         classes = torch.arange(spec.N_CLASSES, device=labels.device)
         onehot = (labels[:, None] == classes).float()  # not F.one_hot: that may sync, breaking graph capture
         target = onehot[:, None, None, :] * alive[..., None]
@@ -163,8 +164,7 @@ class Trainer:
         x, y = self.pool[idx].clone(), self.pool_labels[idx].clone()
         x[:q], y[:q] = self._fresh(q)
         new_x, new_y = self._fresh(q)
-        alive = (new_x[..., :1] > self.net.alive_threshold).float()
-        x[-q:] = torch.cat([new_x[..., :1], x[-q:, ..., 1:] * alive], dim=-1)
+        spec.mutate(x[-q:], new_x[..., spec.GRAY], self.net.alive_threshold)  # in place: x is the batch's copy
         y[-q:] = new_y
         return idx, x, y
 
@@ -256,7 +256,7 @@ class Trainer:
             while self.iteration < total:
                 loss = self.train_step()
                 if not np.isfinite(loss):
-                    raise FloatingPointError(self._diverged(f"loss {loss}", out_dir and os.path.join(out_dir,
+                    raise NonFiniteError(self._diverged(f"loss {loss}", out_dir and os.path.join(out_dir,
                                                                                                     "checkpoint.pt")))
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_at(self.config, self.iteration - 1):.0e}",
@@ -301,7 +301,7 @@ class Trainer:
         is not written: FloatingPointError, and the checkpoint already at ``path`` stays."""
         problem = self.divergence()
         if problem:
-            raise FloatingPointError(self._diverged(problem, path))
+            raise NonFiniteError(self._diverged(problem, path))
         ckpt = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "iteration": self.iteration,
             "config": dataclasses.asdict(self.config), "model": self.net.state_dict(),
@@ -333,16 +333,16 @@ class Trainer:
                         f"continues from the new base (now {lr_at(config, ckpt['iteration']):g} at iteration "
                         f"{ckpt['iteration']}, x{config.decay:g} at {list(config.decay_at)})")
         if changed:
-            raise ValueError(f"{path}: a resume continues the checkpoint's recipe and may only lower the learning "
+            raise InputError(f"{path}: a resume continues the checkpoint's recipe and may only lower the learning "
                              "rate; these differ: " + ", ".join(f"{n}={getattr(config, n)!r} (checkpoint: "
                                                                  f"{getattr(saved, n)!r})" for n in changed))
         trainer = cls(images, labels, config)
         if tuple(ckpt["pool"].shape[1:3]) != trainer.images.shape[1:]:
             h, w = ckpt["pool"].shape[1:3]
-            raise ValueError(f"{path}: checkpoint entry 'pool' holds {h}x{w} states; the training digits are "
+            raise InputError(f"{path}: checkpoint entry 'pool' holds {h}x{w} states; the training digits are "
                              f"{trainer.images.shape[1]}x{trainer.images.shape[2]}")
         if "data" in ckpt and ckpt["data"] != trainer.data:  # checkpoints of version 1 did not record it
-            raise ValueError(f"{path}: the checkpoint was trained on {ckpt['data']['digits']} digits (sha256 "
+            raise InputError(f"{path}: the checkpoint was trained on {ckpt['data']['digits']} digits (sha256 "
                              f"{ckpt['data']['sha256'][:12]}), these are {trainer.data['digits']} (sha256 "
                              f"{trainer.data['sha256'][:12]}): resume with the same data (--data, --limit)")
         trainer.net.load_state_dict(ckpt["model"])
@@ -356,7 +356,7 @@ class Trainer:
             try:
                 trainer.gen.set_state(state)
             except RuntimeError as exc:
-                raise ValueError(f"{path}: checkpoint entry 'torch_rng' is not a generator state ({exc})") from None
+                raise InputError(f"{path}: checkpoint entry 'torch_rng' is not a generator state ({exc})") from None
         else:  # another device's generator: continue with a fresh stream, keyed by seed and iteration
             trainer.gen.manual_seed(config.seed * 1_000_003 + ckpt["iteration"])
         trainer.np_rng.bit_generator.state = ckpt["numpy_rng"]
@@ -380,7 +380,7 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable fastca checkpoint ({first_line(exc, 200)})") from None
+        raise InputError(f"{path}: not a readable fastca checkpoint ({first_line(exc, 200)})") from None
     _check_checkpoint(path, ckpt)
     return ckpt
 
@@ -513,23 +513,23 @@ def _check_checkpoint(path, ckpt):
     (against its config) and range a training run writes: a one-line ValueError naming the
     file and the entry."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a fastca training checkpoint")
+        raise InputError(f"{path}: not a fastca training checkpoint")
     for key, kind in _CHECKPOINT_TYPES.items():
         if not isinstance(ckpt.get(key), kind) or (kind is int and isinstance(ckpt[key], bool)):
             article = "an" if kind.__name__[0] in "aeiou" else "a"
-            raise ValueError(f"{path}: checkpoint entry {key!r} is missing or not {article} {kind.__name__}")
+            raise InputError(f"{path}: checkpoint entry {key!r} is missing or not {article} {kind.__name__}")
     record = ckpt.get("data", {"digits": 1, "sha256": "0" * 64})  # optional: written from version 2 on
     if not (isinstance(record, dict) and set(record) == {"digits", "sha256"} and _is_int(record["digits"])
             and record["digits"] >= 1 and isinstance(record["sha256"], str) and len(record["sha256"]) == 64):
-        raise ValueError(f"{path}: checkpoint entry 'data' is not a record of the training digits")
+        raise InputError(f"{path}: checkpoint entry 'data' is not a record of the training digits")
     unknown = set(ckpt) - set(_CHECKPOINT_TYPES) - {"data"}
     if unknown:
-        raise ValueError(f"{path}: unknown checkpoint entries {sorted(map(str, unknown))}")
+        raise InputError(f"{path}: unknown checkpoint entries {sorted(map(str, unknown))}")
     try:
         _check_entries(ckpt)
     except _Refused as exc:
         entry, why = exc.args
-        raise ValueError(f"{path}: checkpoint entry {entry!r} {why}") from None
+        raise InputError(f"{path}: checkpoint entry {entry!r} {why}") from None
 
 
 def _check_entries(ckpt):
@@ -581,7 +581,7 @@ def check_run_folder(out_dir, resume=False, overwrite=False):
     """Checks made before any work: a new run must not overwrite another one in ``out_dir``
     (FileExistsError, unless ``overwrite``); a resume needs its checkpoint."""
     if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other (--resume continues a run, --overwrite replaces it)")
+        raise InputError("resume and overwrite exclude each other (--resume continues a run, --overwrite replaces it)")
     if resume:
         if not out_dir or not os.path.exists(os.path.join(out_dir, "checkpoint.pt")):
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir!r}")

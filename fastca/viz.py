@@ -6,9 +6,10 @@ import struct
 import numpy as np
 
 from . import spec
+from .errors import InputError, RunError
 
 #: Digit colours of the article's notebook (digits 0..9), then "undecided" (an alive cell
-#: whose class channels are all negative: black) and the background (white). RGB uint8.
+#: without a label, see spec.label_of: black) and the background (white). RGB uint8.
 PALETTE = np.array(
     [
         [128, 0, 0],
@@ -26,7 +27,7 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
-UNDECIDED = 10
+UNDECIDED = spec.N_CLASSES  #: the label rule's "undecided"
 BACKGROUND = 11
 GIF_MAX_SIDE = 65535  #: GIF stores widths and heights in 16 bits
 MP4_MAX_SIDE = 16384  #: the largest side libx264 encodes (H.264 through ffmpeg); MP4 sides are also even, >= 2
@@ -46,18 +47,16 @@ def colorize(state, alive_threshold=spec.ALIVE_THRESHOLD):
     """RGB picture of a state, as in the article: each alive cell in its class colour.
 
     state: (H, W, 20) or (B, H, W, 20) float. Returns uint8 (H, W, 3) or (B, H, W, 3).
-    Alive cells take the colour of their label (black when all class channels are
-    negative), shaded by their gray value over a white background; dead cells show
-    their faint gray value over white.
+    Alive cells take the colour of their label (black when undecided: all class channels
+    negative, or any NaN or inf), shaded by their gray value over a white background; dead
+    cells show their faint gray value over white.
     """
     state = np.asarray(state)
     if state.ndim not in (3, 4) or state.shape[-1] != spec.CHANNELS:
-        raise ValueError(f"state must be (H, W, 20) or (B, H, W, 20), got shape {state.shape}")
+        raise InputError(f"state must be (H, W, 20) or (B, H, W, 20), got shape {state.shape}")
     gray = state[..., spec.GRAY].astype(np.float32)
-    classes = state[..., spec.CLASS_START:]
-    label = np.argmax(classes, axis=-1)
-    label = np.where(classes.max(axis=-1) < 0, UNDECIDED, label)
-    alive = gray > np.float32(alive_threshold)
+    _, label = spec.class_labels(state[..., spec.CLASS_START:])  # UNDECIDED (N_CLASSES) when none
+    alive = spec.is_alive(gray, np.float32(alive_threshold))
     colour = np.where(alive[..., None], PALETTE[label].astype(np.float32), 0.0)
     white = np.float32(255)
     g = np.clip(gray, 0, 1)[..., None]
@@ -118,9 +117,9 @@ class AnimationWriter:
         self.path = os.fspath(path)
         self.ext = os.path.splitext(self.path)[1].lower()
         if self.ext not in (".gif", ".mp4"):
-            raise ValueError(f"animation path must end in .gif or .mp4, got {path!r}")
+            raise InputError(f"animation path must end in .gif or .mp4, got {path!r}")
         if not (fps > 0 and int(scale) == scale and scale >= 1):
-            raise ValueError(f"fps must be > 0 and scale an int >= 1, got {fps!r}, {scale!r}")
+            raise InputError(f"fps must be > 0 and scale an int >= 1, got {fps!r}, {scale!r}")
         self.fps, self.scale = fps, int(scale)
         self.tmp = f"{self.path}.partial{self.ext}"
         self.frames = 0
@@ -130,11 +129,11 @@ class AnimationWriter:
     def add(self, frame):
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"a frame must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
+            raise InputError(f"a frame must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
         if self._size is None:
             error = animation_size_error(self.ext, frame.shape[0] * self.scale, frame.shape[1] * self.scale)
             if error:
-                raise ValueError(f"cannot write {self.path}: {error}")
+                raise InputError(f"cannot write {self.path}: {error}")
         frame = upscale(frame, self.scale)
         if self._size is None:
             self._size = frame.shape[:2]
@@ -144,7 +143,7 @@ class AnimationWriter:
                 self.abort()
                 raise
         elif frame.shape[:2] != self._size:
-            raise ValueError(f"every frame must be {self._size}, got {frame.shape[:2]}")
+            raise InputError(f"every frame must be {self._size}, got {frame.shape[:2]}")
         try:
             if self.ext == ".gif":
                 self._out.write(_gif_frame(frame, round(100 / self.fps)))
@@ -177,19 +176,19 @@ class AnimationWriter:
             self._out.init_video_stream("libx264", fps=self.fps)
             self._send = self._out.write_frame
         else:
-            raise RuntimeError("MP4 output needs ffmpeg: pip install 'fastca[video]'")
+            raise RunError("MP4 output needs ffmpeg: pip install 'fastca[video]'")
 
     def close(self):
         """Finish the file and move it under its name (on failure, nothing is left behind)."""
         if self._out is None:
-            raise ValueError("no frames to save")
+            raise InputError("no frames to save")
         try:
             if self.ext == ".gif":
                 self._out.write(b"\x3b")  # trailer
             self._out.close()
             self._out = None
             if self.ext == ".mp4" and not os.path.getsize(self.tmp):  # ffmpeg failed (its messages are above)
-                raise RuntimeError(f"ffmpeg wrote no video for {self.path}")
+                raise RunError(f"ffmpeg wrote no video for {self.path}")
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
@@ -234,7 +233,7 @@ def _gif_frame(frame, delay_cs):
             pos += b[pos] + 1
         pos += 1
     if b[pos] != 0x2C:
-        raise RuntimeError("unexpected GIF layout from Pillow")
+        raise RunError("unexpected GIF layout from Pillow")
     desc = bytearray(b[pos : pos + 10])
     if not desc[9] & 0x80:  # give the frame the global palette as its own
         desc[9] = (desc[9] & 0x70) | 0x80 | (flags & 7)

@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 
 from . import _checks, spec
+from .errors import InputError, InputTypeError, RunError
 
 FORMAT_VERSION = 1
 MODEL_KIND = "self-classifying-mnist"
@@ -33,7 +34,7 @@ def require_safe_torch_load(torch=None):
     version = str(getattr(torch, "__version__", ""))
     match = re.match(r"(\d+)\.(\d+)", version)
     if match is None or (int(match.group(1)), int(match.group(2))) < SAFE_TORCH:
-        raise RuntimeError(
+        raise RunError(
             f"torch {version or '(unknown version)'} cannot load files safely: before 2.6, "
             "torch.load(weights_only=True) can be made to run code from the file (CVE-2025-32434); "
             "upgrade torch: pip install 'torch>=2.6'"
@@ -53,9 +54,9 @@ def open_regular_file(path, max_bytes):
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path}: not a regular file (a device, pipe, socket or folder); refusing to read it")
+            raise InputError(f"{path}: not a regular file (a device, pipe, socket or folder); refusing to read it")
         if info.st_size > max_bytes:
-            raise ValueError(f"{path}: {info.st_size} bytes, more than the {max_bytes} such a file can hold")
+            raise InputError(f"{path}: {info.st_size} bytes, more than the {max_bytes} such a file can hold")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -96,23 +97,23 @@ class NCAWeights:
         for key, shape in spec.WEIGHT_SHAPES.items():
             arr = np.asarray(getattr(self, key))
             if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-                raise TypeError(f"weight {key} must be a float array, got dtype {arr.dtype}")
+                raise InputTypeError(f"weight {key} must be a float array, got dtype {arr.dtype}")
             if arr.shape != shape:
-                raise ValueError(f"weight {key} must have shape {shape}, got {arr.shape}")
+                raise InputError(f"weight {key} must have shape {shape}, got {arr.shape}")
             with np.errstate(over="ignore"):
                 arr = np.ascontiguousarray(arr, dtype=np.float32)
             if not np.all(np.isfinite(arr)):  # after the cast: 1e39 in float64 is inf in float32
-                raise ValueError(f"weight {key} contains NaN or inf (in float32)")
+                raise InputError(f"weight {key} contains NaN or inf (in float32)")
             arr.setflags(write=False)
             object.__setattr__(self, key, arr)
         for key in ("fire_rate", "alive_threshold", "noise_std"):
             value = _real(key, getattr(self, key))
             if key != "noise_std" and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{key} must be in [0, 1], got {value}")
+                raise InputError(f"{key} must be in [0, 1], got {value}")
             object.__setattr__(self, key, value)
         _checks.check_noise_std("noise_std", self.noise_std)
         if not isinstance(self.name, str):
-            raise TypeError(f"name must be a str, got {type(self.name).__name__}")
+            raise InputTypeError(f"name must be a str, got {type(self.name).__name__}")
 
     @classmethod
     def random(cls, seed=0, scale=0.1, **kwargs):
@@ -186,21 +187,21 @@ class NCAWeights:
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError, MemoryError) as exc:
             msg = _checks.first_line(exc)
             if msg.startswith(path + ": "):
-                raise ValueError(msg) from None
-            raise ValueError(f"{path}: not a readable fastca weights .npz ({msg})") from None
+                raise InputError(msg) from None
+            raise InputError(f"{path}: not a readable fastca weights .npz ({msg})") from None
         missing = [k for k in ("format_version", "model_kind", *spec.WEIGHT_SHAPES) if k not in data]
         if missing:
-            raise ValueError(f"{path}: not a fastca weights file, missing {', '.join(missing)}")
+            raise InputError(f"{path}: not a fastca weights file, missing {', '.join(missing)}")
         if str(data["model_kind"]) != MODEL_KIND:
-            raise ValueError(f"{path}: model kind {str(data['model_kind'])[:100]!r}, expected {MODEL_KIND!r}")
+            raise InputError(f"{path}: model kind {str(data['model_kind'])[:100]!r}, expected {MODEL_KIND!r}")
         version = int(data["format_version"])
         if version > FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{path}: format version {version} is newer than this fastca understands ({FORMAT_VERSION}); "
                 "upgrade fastca"
             )
         if version < 1:
-            raise ValueError(f"{path}: format version {version} is not a fastca weights format (1..{FORMAT_VERSION})")
+            raise InputError(f"{path}: format version {version} is not a fastca weights format (1..{FORMAT_VERSION})")
         scalars = {k: data[k][()].item() for k in ("fire_rate", "alive_threshold", "noise_std") if k in data}
         try:
             return cls(
@@ -209,7 +210,7 @@ class NCAWeights:
                 name=str(data["name"]) if "name" in data else os.path.basename(path),
             )
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise InputError(f"{path}: {exc}") from None
 
 
 # What each member the format knows must be: (shape, dtype kinds). Strings are 0-d unicode arrays.
@@ -234,7 +235,7 @@ def _read_members(f):
                 continue
             info = z.getinfo(key + ".npy")
             if info.file_size > _MAX_MEMBER_BYTES:
-                raise ValueError(f"member {key!r} holds {info.file_size} bytes, more than the format's")
+                raise InputError(f"member {key!r} holds {info.file_size} bytes, more than the format's")
             with z.open(info) as member:
                 data[key] = _read_npy(member, key, shape, kinds)
     return data
@@ -249,19 +250,19 @@ def _read_npy(member, key, shape, kinds, limit=_MAX_MEMBER_BYTES):
     elif version == (2, 0):
         got_shape, fortran, dtype = np.lib.format.read_array_header_2_0(member, max_header_size=_MAX_HEADER_BYTES)
     else:
-        raise ValueError(f"member {key!r}: unsupported .npy version {version}")
+        raise InputError(f"member {key!r}: unsupported .npy version {version}")
     if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
-        raise ValueError(f"member {key!r} has dtype {dtype}, expected {_KIND_NAMES[kinds]}")
+        raise InputError(f"member {key!r} has dtype {dtype}, expected {_KIND_NAMES[kinds]}")
     if tuple(got_shape) != shape:
-        raise ValueError(f"member {key!r} has shape {tuple(got_shape)}, expected {shape}")
+        raise InputError(f"member {key!r} has shape {tuple(got_shape)}, expected {shape}")
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes > limit:
-        raise ValueError(f"member {key!r} declares {nbytes} bytes, more than the format's")
+        raise InputError(f"member {key!r} declares {nbytes} bytes, more than the format's")
     raw = member.read(nbytes)
     if len(raw) != nbytes:
-        raise ValueError(f"member {key!r} is truncated ({len(raw)} of {nbytes} bytes)")
+        raise InputError(f"member {key!r} is truncated ({len(raw)} of {nbytes} bytes)")
     if member.read(1):  # (reading to the member's end also checks its CRC)
-        raise ValueError(f"member {key!r} holds data after its array")
+        raise InputError(f"member {key!r} holds data after its array")
     return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
@@ -273,5 +274,5 @@ def _real(key, value):
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{key} must be a real number, got {type(value).__name__}")
+        raise InputTypeError(f"{key} must be a real number, got {type(value).__name__}")
     return float(value)

@@ -34,12 +34,13 @@ import math
 import os
 import sys
 
-import numba
 import numpy as np
 
 from . import _checks, data, spec
+from .backends import host
 from .simulation import Simulation
 from .weights import open_regular_file
+from .errors import InputError
 
 EVENT_TYPES = ("erase", "stroke", "replace", "replace_all")
 
@@ -83,37 +84,10 @@ class WorldRun:
     events: list
 
 
-@numba.njit(cache=True)
-def _components(alive, out):
-    """8-connected components of ``alive`` (H, W) bool into ``out`` (H, W) int32 (0 = none)."""
-    h, w = alive.shape
-    stack = np.empty((h * w, 2), np.int64)
-    n = 0
-    for y0 in range(h):
-        for x0 in range(w):
-            if alive[y0, x0] and out[y0, x0] == 0:
-                n += 1
-                out[y0, x0] = n
-                top = 0
-                stack[0, 0], stack[0, 1] = y0, x0
-                top = 1
-                while top > 0:
-                    top -= 1
-                    y, x = stack[top, 0], stack[top, 1]
-                    for dy in range(-1, 2):
-                        for dx in range(-1, 2):
-                            yy, xx = y + dy, x + dx
-                            if 0 <= yy < h and 0 <= xx < w and alive[yy, xx] and out[yy, xx] == 0:
-                                out[yy, xx] = n
-                                stack[top, 0], stack[top, 1] = yy, xx
-                                top += 1
-    return n
-
-
 def components(alive):
     """Label the 8-connected components of an (H, W) bool map: (labels int32 (H, W), count)."""
     out = np.zeros(alive.shape, np.int32)
-    n = _components(np.ascontiguousarray(alive, dtype=np.bool_), out)
+    n = host.components(np.ascontiguousarray(alive, dtype=np.bool_), out)
     return out, n
 
 
@@ -153,13 +127,13 @@ def _read_events_file(path):
         with open_regular_file(path, MAX_EVENTS_FILE) as f:
             data = f.read()
     except ValueError as exc:  # a folder, device or pipe, or too large: refused before reading
-        raise ValueError(f"events: {exc}") from None
+        raise InputError(f"events: {exc}") from None
     except OSError as exc:
-        raise ValueError(f"events: cannot read {path!r} ({exc.strerror or exc})") from None
+        raise InputError(f"events: cannot read {path!r} ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"events: {path!r} is not UTF-8 text") from None
+        raise InputError(f"events: {path!r} is not UTF-8 text") from None
 
 
 def load_events(source):
@@ -172,25 +146,25 @@ def load_events(source):
         if isinstance(source, os.PathLike) or os.path.lexists(text):
             text = _read_events_file(text)
         elif not text.lstrip().startswith(("[", "{")):
-            raise ValueError(f"events: no such file {text!r} (and not a JSON list either)")
+            raise InputError(f"events: no such file {text!r} (and not a JSON list either)")
         try:
             source = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"events: not valid JSON ({exc})") from exc
+            raise InputError(f"events: not valid JSON ({exc})") from exc
         except RecursionError:
-            raise ValueError("events: JSON nested too deeply") from None
+            raise InputError("events: JSON nested too deeply") from None
     if not isinstance(source, list):
-        raise ValueError("events must be a list of objects")
+        raise InputError("events must be a list of objects")
     events = []
     for i, ev in enumerate(source):
         if not isinstance(ev, dict) or ev.get("type") not in EVENT_TYPES:
-            raise ValueError(f"event {i}: needs a 'type' among {', '.join(EVENT_TYPES)}, got {ev!r}")
+            raise InputError(f"event {i}: needs a 'type' among {', '.join(EVENT_TYPES)}, got {ev!r}")
         step = ev.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"event {i}: 'step' must be an int >= 0, got {step!r}")
+            raise InputError(f"event {i}: 'step' must be an int >= 0, got {step!r}")
         count = ev.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_EVENT_COUNT:
-            raise ValueError(f"event {i}: 'count' must be an int in 1..{MAX_EVENT_COUNT}, got {count!r}")
+            raise InputError(f"event {i}: 'count' must be an int in 1..{MAX_EVENT_COUNT}, got {count!r}")
         events.append(dict(ev, index=i))
     return sorted(events, key=lambda e: e["step"])
 
@@ -198,14 +172,14 @@ def load_events(source):
 def _number(i, ev, key, lo, hi):
     value = ev[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
-        raise ValueError(f"event {i} ({ev['type']}): {key!r} must be a number in [{lo}, {hi}], got {value!r}")
+        raise InputError(f"event {i} ({ev['type']}): {key!r} must be a number in [{lo}, {hi}], got {value!r}")
 
 
 def _point(i, ev, key, value, h, w):
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
             or not (0 <= value[0] < h and 0 <= value[1] < w)):
-        raise ValueError(f"event {i} ({ev['type']}): {key} must be [row, column] inside the {h}x{w} world, got {value!r}")
+        raise InputError(f"event {i} ({ev['type']}): {key} must be [row, column] inside the {h}x{w} world, got {value!r}")
 
 
 def validate_events(events, world, steps):
@@ -218,7 +192,7 @@ def validate_events(events, world, steps):
     for ev in events:
         i = ev.get("index", "?")
         if ev["step"] >= steps:
-            raise ValueError(f"event {i} ({ev['type']}): step {ev['step']} is not before the end of the run ({steps})")
+            raise InputError(f"event {i} ({ev['type']}): step {ev['step']} is not before the end of the run ({steps})")
         if ev["type"] == "erase":
             if "center" in ev:
                 _point(i, ev, "center", ev["center"], h, w)
@@ -228,7 +202,7 @@ def validate_events(events, world, steps):
             if "points" in ev:
                 pts = ev["points"]
                 if not isinstance(pts, list) or not 1 <= len(pts) <= MAX_STROKE_POINTS:
-                    raise ValueError(f"event {i} (stroke): 'points' must be a list of 1..{MAX_STROKE_POINTS} "
+                    raise InputError(f"event {i} (stroke): 'points' must be a list of 1..{MAX_STROKE_POINTS} "
                                      "[row, column]")
                 for p in pts:
                     _point(i, ev, "points", p, h, w)
@@ -239,14 +213,14 @@ def validate_events(events, world, steps):
             if (not isinstance(tile, (list, tuple)) or len(tile) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in tile)
                     or not (0 <= tile[0] < rows and 0 <= tile[1] < cols)):
-                raise ValueError(f"event {i} (replace): 'tile' must be [row, col] in the {rows}x{cols} tile grid, "
+                raise InputError(f"event {i} (replace): 'tile' must be [row, col] in the {rows}x{cols} tile grid, "
                                  f"got {tile!r}")
     costs = [event_cost(ev, h, w) for ev in events]
     total, limit = sum(costs), max(EVENT_WORK_FLOOR, h * w * steps)
     if total > limit:
         worst = max(range(len(events)), key=costs.__getitem__)
         ev = events[worst]
-        raise ValueError(f"events would visit about {total:.3g} cells (the areas they touch times their counts), "
+        raise InputError(f"events would visit about {total:.3g} cells (the areas they touch times their counts), "
                          f"more than this run allows ({limit:.3g}: the {h}x{w} world's cells x {steps} steps, at least "
                          f"{EVENT_WORK_FLOOR:.0e}); the costliest is event {ev.get('index', worst)} ({ev['type']}, "
                          f"count {ev.get('count', 1)}, about {costs[worst]:.3g} cells): use fewer or smaller events")
@@ -272,65 +246,6 @@ def event_cost(event, h, w):
     return int(event.get("count", 1)) * (int(each) + EVENT_OVERHEAD)
 
 
-@numba.njit(cache=True)
-def _stroke_rows(gray, h, w, pts, half, r2, row0, lo, hi, paint):
-    """The cells near a polyline ``pts`` (n, 2) float64, row by row: for each segment, the rows
-    within ``half`` + 1 of it and, in each row, the columns within ``half`` + 1 of the part of the
-    segment that is that close (a superset of the cells within ``half``, with a cell to spare), so
-    the work is proportional to the stroke's area, not the world's. Returns the number of these
-    candidate cells.
-
-    paint=True: each candidate cell of ``gray`` (h, w) uint8 within ``half`` of the segment becomes
-    255, by the predicate of :func:`fastca.simulation.stroke_mask` (the same float64 operations;
-    ``r2`` = half**2 as it computes it); lo/hi (rows from ``row0``) receive the first/last column
-    changed in each row. paint=False: nothing is evaluated, lo/hi receive each row's first/last
-    candidate column (what :func:`event_cost` charges before the run)."""
-    n = pts.shape[0]
-    m = half + 1.0
-    visited = 0
-    for s in range(max(n - 1, 1)):
-        ya, xa = pts[s, 0], pts[s, 1]
-        yb, xb = (pts[s + 1, 0], pts[s + 1, 1]) if n > 1 else (ya, xa)
-        dy, dx = yb - ya, xb - xa
-        den = max(dy * dy + dx * dx, 1e-9)
-        for y in range(max(0, math.floor(min(ya, yb) - m)), min(h - 1, math.ceil(max(ya, yb) + m)) + 1):
-            fy = float(y)
-            ta, tb = 0.0, 1.0
-            if dy != 0.0:  # the part of the segment within m rows of this one
-                ta, tb = (fy - m - ya) / dy, (fy + m - ya) / dy
-                if ta > tb:
-                    ta, tb = tb, ta
-                ta, tb = max(ta, 0.0), min(tb, 1.0)
-                if ta > tb:
-                    continue
-            xs, xe = xa + ta * dx, xa + tb * dx
-            if xs > xe:
-                xs, xe = xe, xs
-            x0, x1 = max(0, math.floor(xs - m)), min(w - 1, math.ceil(xe + m))
-            if x0 > x1:
-                continue
-            visited += x1 - x0 + 1
-            r = y - row0
-            if not paint:
-                lo[r] = min(lo[r], x0)
-                hi[r] = max(hi[r], x1)
-                continue
-            for x in range(x0, x1 + 1):
-                fx = float(x)
-                t = ((fy - ya) * dy + (fx - xa) * dx) / den
-                if t < 0.0:
-                    t = 0.0
-                elif t > 1.0:
-                    t = 1.0
-                ey = fy - (ya + t * dy)
-                ex = fx - (xa + t * dx)
-                if ey * ey + ex * ex <= r2 and gray[y, x] != 255:
-                    gray[y, x] = 255
-                    lo[r] = min(lo[r], x)
-                    hi[r] = max(hi[r], x)
-    return visited
-
-
 def _stroke(points, width, h, w, gray=None):
     """(cells visited, windows) of a stroke: with ``gray``, drawn into it (see :func:`stroke_into`);
     without, the candidate cells and the windows that could at most be sent (for :func:`event_cost`)."""
@@ -343,7 +258,7 @@ def _stroke(points, width, h, w, gray=None):
     lo = np.full(row1 - row0, w, np.int64)
     hi = np.full(row1 - row0, -1, np.int64)
     canvas = gray if gray is not None else np.zeros((1, 1), np.uint8)
-    visited = _stroke_rows(canvas, h, w, pts, half, (width / 2) ** 2, row0, lo, hi, gray is not None)
+    visited = host.stroke_rows(canvas, h, w, pts, half, (width / 2) ** 2, row0, lo, hi, gray is not None)
     rows = np.flatnonzero(hi >= 0)
     windows = []
     for band in np.split(rows, np.flatnonzero(np.diff(rows // EDIT_BAND)) + 1) if len(rows) else ():
@@ -391,7 +306,7 @@ def apply_event(sim, world, event, rng, *, in_place=False):
         if kind == "replace":
             row, col = ev.get("tile") or (int(rng.integers(world.index.shape[0])), int(rng.integers(world.index.shape[1])))
             if not (0 <= row < world.index.shape[0] and 0 <= col < world.index.shape[1]):
-                raise ValueError(f"replace: tile {[row, col]} outside the {world.index.shape} tile grid")
+                raise InputError(f"replace: tile {[row, col]} outside the {world.index.shape} tile grid")
             new = int(rng.integers(len(world.images)))
             ev["tile"], ev["image"] = [int(row), int(col)], new
             ys, xs = slice(row * data.DIGIT, (row + 1) * data.DIGIT), slice(col * data.DIGIT, (col + 1) * data.DIGIT)
@@ -449,7 +364,7 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
 
     steps = _checks.check_steps(steps)
     if not isinstance(frame_every, int) or frame_every < 1:
-        raise ValueError(f"frame_every must be an int >= 1, got {frame_every!r}")
+        raise InputError(f"frame_every must be an int >= 1, got {frame_every!r}")
     frame_fn = frame_fn or colorize
     events = load_events(list(events)) if not isinstance(events, (str, os.PathLike)) else load_events(events)
     validate_events(events, world, steps)

@@ -164,7 +164,7 @@ def add_update(cell, D, Z0, Z1, i, noise_std):
 @numba.njit(cache=True, error_model="numpy")
 def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot, alive_thr):
     """MLP and noise of the n queued cells and their updates; a non-finite result flags band k's sample.
-    Under the max-pool rule, hot[r, x] = the updated cell's channel ALIVE_CH > alive_thr.
+    Under the max-pool rule, hot's bit of (r, x) = the updated cell's channel ALIVE_CH > alive_thr.
 
     block: _block_buffers' views; wts: the packed weights.
     """
@@ -181,7 +181,10 @@ def _flush(rows, n, block, wts, zero_addr, noise_std, nonfinite, k, height, hot,
         if not add_update(rows[ys[i], xs[i]], D, Z0, Z1, i, noise_std):
             nonfinite[k] = 1 + ys[i] // height
         if ALIVE == 2:  # the rule after the step reads this: no second pass over the state for it
-            hot[ys[i], xs[i]] = load(rows[ys[i], xs[i], ALIVE_CH]) > alive_thr
+            y, x = ys[i], xs[i]
+            bit = ONE << np.uint64(x % 64)
+            above = bit if load(rows[y, x, ALIVE_CH]) > alive_thr else np.uint64(0)
+            hot[y, x // 64] = (hot[y, x // 64] & ~bit) | above
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -201,8 +204,8 @@ def step_inplace(rows, height, wts, seed, step, fire_rate, noise_std, origin,
     per-thread block buffers floats (T, F) float32, ints (T, I) int64 and keys_all (T, KEYS)
     uint64, cut into named arrays by :func:`_block_buffers` (few arguments: a parallel launch
     allocates per argument). ptr, runs: :func:`alive_index` of the state (it must be
-    current: cells it leaves out are neither updated nor read). hot: (N, W) uint8, the max-pool
-    rule's mask of cells whose channel ALIVE_CH > alive_thr (float32), updated for every cell
+    current: cells it leaves out are neither updated nor read). hot: (N, NW) uint64, the max-pool
+    rule's bit mask of cells whose channel ALIVE_CH > alive_thr (float32), updated for every cell
     written (other rules: any array, unused).
     """
     n_rows = rows.shape[0]
@@ -318,107 +321,177 @@ def _zero_pads(row):
 
 
 # -- the index of the cells that may update -------------------------------------------------------
-# Masks are (N, W) uint8 (0 or 1) over the state's flat rows. A 3x3 dilation inside each sample is
-# two passes (columns x-1..x+1 of a row, then rows y-1..y+1 of the sample): 6 reads per cell, branch-free.
+# Masks are (N, NW) uint64 bit sets over the state's flat rows: bit x % 64 of word x // 64 is column x
+# (NW = ceil(W / 64); the bits past column W - 1 stay 0). A 3x3 dilation inside each sample is two passes
+# (columns x-1..x+1 of a row by shifts, then rows y-1..y+1 of the sample) over 64 cells a word.
+
+ONE = np.uint64(1)
+FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@intrinsic
+def _ctz(typingctx, word):
+    """The index of the lowest set bit of a non-zero uint64."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return sig, codegen
+
+
+def mask_words(width):
+    """Words of a mask row of ``width`` columns."""
+    return -(-width // 64)
+
+
+def masks(count, n_rows, width):
+    """``count`` zeroed (N, NW) uint64 masks of ``n_rows`` rows of ``width`` columns, as one array."""
+    return np.zeros((count, n_rows, mask_words(width)), np.uint64)
+
+
+@numba.njit(cache=True, inline="always")
+def _last_word(width):
+    """The bits of a row's last word that are columns (< width)."""
+    tail = width - 64 * ((width + 63) // 64 - 1)
+    return FULL if tail == 64 else (ONE << np.uint64(tail)) - ONE
+
+
+@numba.njit(cache=True, parallel=True)
+def mark_all(mask, width):
+    """Set every column of every row of ``mask``."""
+    last = _last_word(width)
+    for r in numba.prange(mask.shape[0]):
+        for k in range(mask.shape[1] - 1):
+            mask[r, k] = FULL
+        mask[r, mask.shape[1] - 1] = last
+
 
 @numba.njit(cache=True, parallel=True)
 def _alive_mask(rows, alive_thr, mask):
-    """mask[r, x] = the static rule on stored row r (every cell under no alive rule)."""
+    """mask = the static rule on the stored rows (every cell under no alive rule)."""
+    width = rows.shape[1]
     for r in numba.prange(rows.shape[0]):
-        for x in range(rows.shape[1]):
-            mask[r, x] = load(rows[r, x, ALIVE_CH]) > alive_thr if ALIVE != 0 else True
+        for k in range(mask.shape[1]):
+            word = np.uint64(0)
+            for j in range(min(64, width - 64 * k)):
+                if ALIVE == 0 or load(rows[r, 64 * k + j, ALIVE_CH]) > alive_thr:
+                    word |= ONE << np.uint64(j)
+            mask[r, k] = word
 
 
 @numba.njit(cache=True, parallel=True)
-def _above(rows, alive_thr, hot, m1, m2):
-    """hot[r, x] = channel ALIVE_CH of the stored cell > thr (the max-pool rule before its pooling), read only
-    where m1 | m2 is set: the other cells are all zero (each load brings in the cell's whole cache line, so
+def _above(rows, alive_thr, hot, live):
+    """hot = the cells whose channel ALIVE_CH > thr (the max-pool rule before its pooling), read only where
+    ``live`` is set: the other cells are all zero (each load brings in the cell's whole cache line, so
     skipping the dead majority of a world is most of this pass's time). With thr < 0 a zero cell is hot:
-    pass masks of ones."""
+    pass a mask of ones."""
     for r in numba.prange(rows.shape[0]):
-        for x in range(rows.shape[1]):
-            hot[r, x] = (m1[r, x] | m2[r, x]) != 0 and load(rows[r, x, ALIVE_CH]) > alive_thr
+        for k in range(hot.shape[1]):
+            todo = live[r, k]
+            word = np.uint64(0)
+            while todo != 0:
+                j = _ctz(todo)
+                if load(rows[r, 64 * k + np.int64(j), ALIVE_CH]) > alive_thr:
+                    word |= ONE << j
+                todo &= todo - ONE
+            hot[r, k] = word
+
+
+@numba.njit(cache=True, inline="always")
+def _rows_or(mask, r, k, height, radius):
+    """Word k of the rows within ``radius`` of flat row r inside its sample, or-ed (rows outside the
+    sample: none, or the other end with WRAP)."""
+    y = r % height
+    first = r - y
+    word = np.uint64(0)
+    for d in range(-radius, radius + 1):
+        yy = y + d
+        if WRAP:
+            word |= mask[first + yy % height, k]
+        elif 0 <= yy < height:
+            word |= mask[first + yy, k]
+    return word
+
+
+@numba.njit(cache=True, inline="always")
+def _box(mask, r, k, height, width, radius):
+    """Word k of row r of ``mask`` dilated by the (2 radius + 1)^2 square inside the sample (radius < 64):
+    the rows' or (:func:`_rows_or`) shifted by up to ``radius`` columns, with the bits that cross from
+    the neighbouring words; with WRAP, the columns within ``radius`` of a row's ends are taken one by one."""
+    nw = mask.shape[1]
+    w = _rows_or(mask, r, k, height, radius)
+    left = _rows_or(mask, r, k - 1, height, radius) if k > 0 else np.uint64(0)
+    right = _rows_or(mask, r, k + 1, height, radius) if k + 1 < nw else np.uint64(0)
+    out = w
+    for s in range(1, radius + 1):
+        t = np.uint64(s)
+        out |= (w << t) | (w >> t) | (left >> np.uint64(64 - s)) | (right << np.uint64(64 - s))
+    if WRAP and (k == 0 or k == nw - 1):
+        for x in range(64 * k, min(64 * k + 64, width)):
+            if x < radius or x >= width - radius:
+                for d in range(-radius, radius + 1):
+                    xx = (x + d) % width
+                    if (_rows_or(mask, r, xx // 64, height, radius) >> np.uint64(xx % 64)) & ONE:
+                        out |= ONE << np.uint64(x - 64 * k)
+    if k == nw - 1:
+        out &= _last_word(width)
+    return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _dilate_columns(mask, out):
-    """out[r, x] = mask[r, x-1] | mask[r, x] | mask[r, x+1] (outside the row: 0, or the other end with WRAP)."""
-    width = mask.shape[1]
+def dilate(mask, height, width, out):
+    """out = mask dilated by the 3x3 neighbourhood inside each sample (N, NW masks of rows of ``width``)."""
     for r in numba.prange(mask.shape[0]):
-        row, o = mask[r], out[r]
-        for x in range(1, width - 1):
-            o[x] = row[x - 1] | row[x] | row[x + 1]
-        left = row[width - 1] if WRAP else 0
-        right = row[0] if WRAP else 0
-        if width == 1:
-            o[0] = row[0] | left | right
-        else:
-            o[0] = left | row[0] | row[1]
-            o[width - 1] = row[width - 2] | row[width - 1] | right
-
-
-@numba.njit(cache=True, parallel=True)
-def _dilate_rows(mask, height, out, only):
-    """out[r] = mask[r-1] | mask[r] | mask[r+1] within r's sample (outside it: 0, or the other end with
-    WRAP), and-ed with ``only`` when it has rows."""
-    width = mask.shape[1]
-    masked = only.shape[0] > 0
-    for r in numba.prange(mask.shape[0]):
-        y = r % height
-        up = r - 1 if y > 0 else (r + height - 1 if WRAP else -1)
-        down = r + 1 if y + 1 < height else (r - height + 1 if WRAP else -1)
-        row, o = mask[r], out[r]
-        a = mask[max(up, 0)]
-        b = mask[max(down, 0)]
-        ua = np.uint8(1 if up >= 0 else 0)
-        ub = np.uint8(1 if down >= 0 else 0)
-        for x in range(width):
-            o[x] = row[x] | (a[x] & ua) | (b[x] & ub)
-        if masked:
-            for x in range(width):
-                o[x] &= only[r, x]
-
-
-def dilate(mask, height, out, tmp, only=None):
-    """out = mask dilated by the 3x3 neighbourhood inside each sample (and-ed with ``only``); tmp: scratch."""
-    _dilate_columns(mask, tmp)
-    _dilate_rows(tmp, height, out, mask[:0] if only is None else only)
+        for k in range(mask.shape[1]):
+            out[r, k] = _box(mask, r, k, height, width, 1)
 
 
 @numba.njit(cache=True, inline="always")
 def _row_runs(mask, r, runs, o):
     """Runs [a, b) of row r's set columns, written from runs[o] when ``runs`` has rows (else only
-    counted); returns their number. Wrapping, a row read anywhere is read whole (its padding columns
-    copy its edges), so the caller passes a row of ones."""
-    width = mask.shape[1]
+    counted); returns their number. A run starts or ends where a bit differs from the one before it:
+    the set bits of ``word ^ (word << 1 | carry)``, visited lowest first."""
     n = 0
-    start = -1
-    for x in range(width + 1):
-        flag = x < width and mask[r, x] != 0
-        if flag and start < 0:
-            start = x
-        elif not flag and start >= 0:
-            if runs.shape[0] > 0:
-                runs[o + n, 0] = start
-                runs[o + n, 1] = x
-            n += 1
-            start = -1
+    start = 0
+    carry = np.uint64(0)  # the previous column's bit
+    nw = mask.shape[1]
+    for k in range(nw):
+        w = mask[r, k]
+        edges = w ^ ((w << ONE) | carry)
+        carry = w >> np.uint64(63)
+        while edges != 0:
+            j = _ctz(edges)
+            x = 64 * k + np.int64(j)
+            if (w >> j) & ONE:
+                start = x
+            else:
+                if runs.shape[0] > 0:
+                    runs[o + n, 0] = start
+                    runs[o + n, 1] = x
+                n += 1
+            edges &= edges - ONE
+    if carry:  # a run through the last column of a row of whole words
+        if runs.shape[0] > 0:
+            runs[o + n, 0] = start
+            runs[o + n, 1] = 64 * nw
+        n += 1
     return n
 
 
 @numba.njit(cache=True, parallel=True)
 def index_counts(listed, read, ptr):
-    """Fill ptr (2, N+1) int64 for :func:`index_fill` from the (N, W) uint8 masks of the cells to list and
-    of the values they read: offsets of each row's runs; returns the run count."""
+    """Fill ptr (2, N+1) int64 for :func:`index_fill` from the (N, NW) masks of the cells to list and of
+    the values they read: offsets of each row's runs; returns the run count."""
     n_rows = listed.shape[0]
     none = np.empty((0, 2), np.int32)
     for r in numba.prange(n_rows):
         ptr[0, r + 1] = _row_runs(listed, r, none, 0)
         if WRAP:  # a row read anywhere is read whole (one run)
-            any_read = False
-            for x in range(read.shape[1]):
-                any_read |= read[r, x] != 0
-            ptr[1, r + 1] = 1 if any_read else 0
+            any_read = np.uint64(0)
+            for k in range(read.shape[1]):
+                any_read |= read[r, k]
+            ptr[1, r + 1] = 1 if any_read != 0 else 0
         else:
             ptr[1, r + 1] = _row_runs(read, r, none, 0)
     ptr[0, 0] = 0
@@ -431,14 +504,14 @@ def index_counts(listed, read, ptr):
 
 
 @numba.njit(cache=True, parallel=True)
-def index_fill(listed, read, ptr, runs):
+def index_fill(listed, read, width, ptr, runs):
     """Write the runs that :func:`index_counts` counted into runs (at least that many rows, int32)."""
     for r in numba.prange(listed.shape[0]):
         _row_runs(listed, r, runs, ptr[0, r])
         if WRAP:
             if ptr[1, r + 1] > ptr[1, r]:
                 runs[ptr[1, r], 0] = 0
-                runs[ptr[1, r], 1] = read.shape[1]
+                runs[ptr[1, r], 1] = width
         else:
             _row_runs(read, r, runs, ptr[1, r])
 
@@ -451,42 +524,67 @@ def alive_index(rows, alive_thr, height=None):
     ``runs[ptr[0, r]:ptr[0, r+1]]`` are the [start, stop) column runs of row r's alive cells
     under the static rule (every cell under no rule), ``runs[ptr[1, r]:ptr[1, r+1]]`` those of
     the columns of row r that a listed cell of its sample reads (its 3x3 neighbourhood). Valid
-    as long as the alive channel does not change (steps never write it). Builds (N, W) uint8
+    as long as the alive channel does not change (steps never write it). Builds (N, NW) bit
     masks on the way, freed on return.
     """
     height = rows.shape[0] if height is None else height
-    listed, read, tmp = (np.empty(rows.shape[:2], np.uint8) for _ in range(3))
+    width = rows.shape[1]
+    listed, read = masks(2, rows.shape[0], width)
     _alive_mask(rows, alive_thr, listed)
-    dilate(listed, height, read, tmp)
+    dilate(listed, height, width, read)
     ptr = np.zeros((2, rows.shape[0] + 1), np.int64)
     runs = np.empty((index_counts(listed, read, ptr), 2), np.int32)
-    index_fill(listed, read, ptr, runs)
+    index_fill(listed, read, width, ptr, runs)
     return ptr, runs
 
 
 # -- the max-pool alive rule ----------------------------------------------------------------------
+# Six (N, NW) masks (:func:`maxpool_masks`): hot, pre, act, read, keep, live. One pass computes the
+# three dilations of a step's start (a parallel launch costs far more than these passes' work).
+
+def maxpool_masks(n_rows, width):
+    """The max-pool rule's masks of a state of ``n_rows`` rows of ``width`` cells, live all set."""
+    m = masks(6, n_rows, width)
+    mark_all(m[5], width)
+    return m
+
+
+@numba.njit(cache=True, parallel=True)
+def _pools(hot, height, width, pre, act, read):
+    """pre, act, read = hot dilated by the 3x3, 5x5 and 7x7 squares inside each sample."""
+    for r in numba.prange(hot.shape[0]):
+        for k in range(hot.shape[1]):
+            pre[r, k] = _box(hot, r, k, height, width, 1)
+            act[r, k] = _box(hot, r, k, height, width, 2)
+            read[r, k] = _box(hot, r, k, height, width, 3)
+
+
+@numba.njit(cache=True, parallel=True)
+def _kept(hot, height, width, pre, keep):
+    """keep = pre and hot dilated by the 3x3 square inside each sample."""
+    for r in numba.prange(hot.shape[0]):
+        for k in range(hot.shape[1]):
+            keep[r, k] = pre[r, k] & _box(hot, r, k, height, width, 1)
+
 
 def maxpool_pre(rows, height, alive_thr, masks, fresh):
-    """Before a step under the max-pool rule, into ``masks`` (hot, tmp, pre, act, read, keep, live: (N, W)
-    uint8 each): pre = the rule on the state (a cell of the 3x3 neighbourhood in the sample has channel
-    ALIVE_CH > thr); act = the cells within one cell of a pre cell (their updates decide the rule after
-    the step: the cells the kernel lists); read = the values those read. live: the cells that may hold
-    values (kept by the last step; all ones when unknown, or when thr < 0 makes zero cells alive).
-    hot: the cells whose channel ALIVE_CH > thr, read from the state when ``fresh`` (the first step,
-    after an outside write, thr < 0), else kept current by the kernel and :func:`zero_dead`."""
-    hot, tmp, pre, act, read, _, live = masks
+    """Before a step under the max-pool rule, into ``masks`` (:func:`maxpool_masks`): pre = the rule on
+    the state (a cell of the 3x3 neighbourhood in the sample has channel ALIVE_CH > thr); act = the cells
+    within one cell of a pre cell (their updates decide the rule after the step: the cells the kernel
+    lists); read = the values those read. live: the cells that may hold values (kept by the last step;
+    all set when unknown, or when thr < 0 makes zero cells alive). hot: the cells whose channel
+    ALIVE_CH > thr, read from the state when ``fresh`` (the first step, after an outside write, thr < 0),
+    else kept current by the kernel and :func:`zero_dead`."""
+    hot, pre, act, read, _, live = masks
     if fresh:
-        _above(rows, alive_thr, hot, live, live)
-    dilate(hot, height, pre, tmp)
-    dilate(pre, height, act, tmp)
-    dilate(act, height, read, tmp)
+        _above(rows, alive_thr, hot, live)
+    _pools(hot, height, rows.shape[1], pre, act, read)
 
 
-def maxpool_keep(height, masks):
+def maxpool_keep(height, width, masks):
     """After a step under the max-pool rule: keep = pre and the rule on the new state (hot: kept
     current by the kernel for every cell it wrote)."""
-    hot, tmp, pre, keep = masks[0], masks[1], masks[2], masks[5]
-    dilate(hot, height, keep, tmp, pre)
+    _kept(masks[0], height, width, masks[1], masks[4])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -495,18 +593,15 @@ def zero_dead(rows, live, act, keep, hot):
     one) and is not kept; then live = keep, and hot &= keep (a zeroed cell's channel is 0, not above a
     threshold >= 0). Every other cell is zero already."""
     for r in numba.prange(rows.shape[0]):
-        lr, ar, kr, hr = live[r], act[r], keep[r], hot[r]
-        work = np.uint8(0)
-        for x in range(rows.shape[1]):  # branch-free (vectorised): does the row have a cell to zero?
-            work |= (lr[x] | ar[x]) & (kr[x] ^ np.uint8(1))
-        if work:
-            for x in range(rows.shape[1]):
-                if (lr[x] | ar[x]) and not kr[x]:
-                    for c in range(C):
-                        rows[r, x, c] = store(np.float32(0.0), rows[r, x, c])
-        for x in range(rows.shape[1]):
-            lr[x] = kr[x]
-            hr[x] &= kr[x]
+        for k in range(live.shape[1]):
+            dead = (live[r, k] | act[r, k]) & ~keep[r, k]
+            while dead != 0:
+                x = 64 * k + np.int64(_ctz(dead))
+                for c in range(C):
+                    rows[r, x, c] = store(np.float32(0.0), rows[r, x, c])
+                dead &= dead - ONE
+            live[r, k] = keep[r, k]
+            hot[r, k] &= keep[r, k]
 
 
 # -- buffers --------------------------------------------------------------------------------------

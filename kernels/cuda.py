@@ -104,6 +104,8 @@ GRAY_CH = ALIVE_CH  #: the channel a gray image goes into (static rule)
 N_COUNTS = spec.N_COUNTS  #: the metrics' counts (MNIST layout)
 MNIST_C = spec.CHANNELS  #: channels of the MNIST layout the metrics kernels read
 
+_is_alive = cuda.jit(device=True)(spec.is_alive)  # the alive test of every rule (NVVM inlines the compare)
+
 #: thread layouts (cell groups NCG, output groups NOG); threads per block = NCG * NOG
 LAYOUTS = {"64": (8, 8), "128": (8, 16)}
 DEFAULT_LAYOUT = "128"
@@ -385,7 +387,7 @@ def _make_step(ncg, nog, half, mode=0):
     def may_update(ring, pos, mask, cell, alive_thr):
         """The alive rule of the cell at ring position ``pos`` (flat cell index ``cell``)."""
         if ALIVE == 1:
-            return ring[pos * C + ALIVE_CH] > alive_thr
+            return _is_alive(ring[pos * C + ALIVE_CH], alive_thr)
         if ALIVE == 2:
             return (mask[cell] & 2) != 0  # within one cell of a cell alive before the step
         return True
@@ -582,7 +584,7 @@ def _any_above(state, b, y, x, radius, height, width, thr):
                 xx = xx % width
             elif xx < 0 or xx >= width:
                 continue
-            if float32(state[b, yy, xx, ALIVE_CH]) > thr:
+            if _is_alive(float32(state[b, yy, xx, ALIVE_CH]), thr):
                 return True
     return False
 
@@ -634,7 +636,6 @@ def zero_dead(state, mask):
 
 # -- metrics (the MNIST layout: gray channel 0, class channels 10..19) and helpers ------------------
 
-_is_alive = cuda.jit(device=True)(spec.is_alive)
 _label_of = cuda.jit(device=True)(spec.label_of)
 _unit_gray = cuda.jit(device=True)(spec.unit_gray)
 
@@ -700,7 +701,7 @@ def label_kernel(state, alive_thr, out):
         if _is_alive(float32(state[b, y, x, 0]), alive_thr):
             out[b, y, x] = _label(state, b, y, x)[0]
         else:
-            out[b, y, x] = -1
+            out[b, y, x] = spec.DEAD
         i += stride
 
 

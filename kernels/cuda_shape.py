@@ -24,6 +24,8 @@ import dataclasses
 
 import numpy as np
 
+from fastca.errors import InputError
+
 from . import generate
 
 SHARED_LIMIT = 48 * 1024  #: bytes of static shared memory a block may use without opt-in
@@ -99,7 +101,7 @@ def tiling(description):
         if shared_bytes(c, tw, th, m, stride) <= SHARED_LIMIT:
             return tw, th, m
     need = shared_bytes(c, *TILINGS[-1], stride)
-    raise ValueError(f"model {description.name!r} cannot run on numba-cuda: even the smallest block "
+    raise InputError(f"model {description.name!r} cannot run on numba-cuda: even the smallest block "
                      f"(TW, TH, M = {TILINGS[-1]}) needs {need} bytes of shared memory for {c} channels and "
                      f"chunk rows of {stride} floats, over the {SHARED_LIMIT} bytes (48 KB) of static shared "
                      "memory a block may use")

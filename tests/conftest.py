@@ -1,6 +1,13 @@
 """Shared fixtures (helpers, tolerances and paths live in helpers.py)."""
 
+import os
+import sys
+
 import pytest
+
+# the tests parametrize over benchmarks/registry.py: importable from the repository root, which
+# `python -m pytest` puts on sys.path and the `pytest` script does not
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastca
 

@@ -102,11 +102,12 @@ MUTANTS = {
         "CPU, depthwise perception: the first layer's rows left channel-major while P is filter-major"),
     "desc-maxpool-post-mask-skipped": (
         "fastca/backends/numba_cpu.py",
-        "                self._k.maxpool_keep(self._height, m)\n",
-        "                m[5] = m[2]\n", DESC_TESTS,
+        "                self._k.maxpool_keep(self._height, self._rows.shape[1], m)\n",
+        "                m[4] = m[1]\n", DESC_TESTS,
         "CPU, max-pool rule: the alive test after the update skipped (cells alive before are kept)"),
     "desc-maxpool-not-dilated": (
-        "kernels/cpu.py", "    dilate(pre, height, act, tmp)\n", "    act[:] = pre\n", DESC_TESTS,
+        "kernels/cpu.py", "            act[r, k] = _box(hot, r, k, height, width, 2)\n",
+        "            act[r, k] = _box(hot, r, k, height, width, 1)\n", DESC_TESTS,
         "CPU, max-pool rule: only cells alive before update; their dead neighbours' updates are lost"),
     "desc-wrap-pad-zero": (
         "kernels/cpu.py", "            dst[0, c] = dst[last - 1, c]\n", "            dst[0, c] = 0.0\n", DESC_TESTS,
@@ -133,10 +134,11 @@ MUTANTS = {
         "fastca/rng.py", "    f, e = _halve_down(f, e, 2)\n", "", ["tests/test_rng.py"] + CPU_TESTS,
         "generator: one step of the logarithm's exponent search dropped (noise not normal; shared by every backend)"),
     "cpu-index-reads-not-dilated": (
-        "kernels/cpu.py", "            o[x] = row[x - 1] | row[x] | row[x + 1]\n", "            o[x] = row[x]\n",
+        "kernels/cpu.py", "        out |= (w << t) | (w >> t) | (left >> np.uint64(64 - s)) | (right << np.uint64(64 - s))\n",
+        "        out |= np.uint64(0)\n",
         CPU_TESTS, "CPU: the alive index loads only alive columns, not their dead neighbours (stale reads)"),
     "cpu-index-reads-own-row": (
-        "kernels/cpu.py", "            o[x] = row[x] | (a[x] & ua) | (b[x] & ub)\n", "            o[x] = row[x]\n",
+        "kernels/cpu.py", "    for d in range(-radius, radius + 1):\n        yy = y + d\n", "    for d in range(0, 1):\n        yy = y + d\n",
         CPU_TESTS, "CPU: a row's loads ignore the alive cells of the rows above and below"),
     "cpu-index-stale-after-mutate": (
         "fastca/backends/base.py",
@@ -148,13 +150,13 @@ MUTANTS = {
         "                pass\n", CPU_TESTS,
         "CPU: the alive index is kept after the live state was handed out writable"),
     "metrics-index-run-short": (
-        "fastca/metrics.py", "                for x in range(x0, x1):\n", "                for x in range(x0, x1 - 1):\n",
+        "kernels/metrics.py", "                for x in range(x0, x1):\n", "                for x in range(x0, x1 - 1):\n",
         CPU_TESTS, "metrics: counts from the alive index miss the last cell of every run"),
     "metrics-count-dead": (
-        "fastca/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            _count_cell(",
+        "kernels/metrics.py", "        if _alive(row[x, 0], alive_thr):\n            _count_cell(",
         "        if True:\n            _count_cell(", CPU_TESTS, "metrics: dead cells counted"),
     "metrics-minus-one-counted-wrong": (
-        "fastca/metrics.py", "    if target >= 0:\n", "    if target >= -1:\n",
+        "kernels/metrics.py", "    if target >= 0:\n", "    if target >= -1:\n",
         CPU_TESTS, "metrics: a target of -1 counted as a wrong label"),
     "rng-origin-ignored": (
         "kernels/cpu.py", "rkey = rng.row_key(seed, step, origin[0] + b, origin[1] + y)",

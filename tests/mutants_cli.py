@@ -10,6 +10,10 @@ MEMORY = [f"{CLI}::test_memory_estimate_refuses_with_the_numbers"]
 SIZES = [f"{VW}::test_animation_size_limits_and_no_partial_file_left"]
 IMAGES = [f"{CLI}::test_images_scale_by_their_own_depth"]
 NUMBERS = [f"{CLI}::test_numbers_are_checked_before_any_output"]
+SPACING = ["tests/test_seeds.py::test_random_positions_are_spacing_apart_up_to_the_most_that_fit"]
+PICTURES = ["tests/test_seeds.py::test_marked_pixels_dark_on_light_or_opaque_on_transparent",
+            "tests/test_seeds.py::test_positions_from_image_put_each_pixel_on_the_cell_under_its_centre"]
+MODELS = [f"{CLI}::test_models_are_refused_where_they_lack_what_a_command_needs"]
 
 MUTANTS = {
     # event bounds (validate_events / load_events)
@@ -57,7 +61,7 @@ MUTANTS = {
         "    pass  # every event checked", [f"{CLI}::test_refused_before_the_work[event-cost]"],
         "simulate: events are checked only by run_world, after the banner and the output folder"),
     "cli-stroke-whole-rows": (
-        "fastca/world.py", "x0, x1 = max(0, math.floor(xs - m)), min(w - 1, math.ceil(xe + m))", "x0, x1 = 0, w - 1",
+        "kernels/world.py", "x0, x1 = max(0, math.floor(xs - m)), min(w - 1, math.ceil(xe + m))", "x0, x1 = 0, w - 1",
         STROKE, "stroke: every cell of each row near a segment is evaluated (work grows with the world's width)"),
     "cli-stroke-one-window": (
         "fastca/world.py", "np.split(rows, np.flatnonzero(np.diff(rows // EDIT_BAND)) + 1)", "[rows]", STROKE,
@@ -125,7 +129,7 @@ MUTANTS = {
         "    if False:\n        raise CLIError(f\"the animation cannot", [f"{CLI}::test_refused_before_the_work[gif-size]"],
         "simulate: GIF frames past 65535 pixels are refused only by the writer, after the banner"),
     "cli-mp4-memory-unchecked": (
-        "fastca/cli/outputs.py", " or _mp4_memory_error(h, w, scale, steps)", "",
+        "fastca/cli/outputs.py", "or _mp4_memory_error(h, w, scale, steps, channels)", "or None",
         [f"{CLI}::test_mp4_left_out_when_its_encoder_would_not_fit"],
         "MP4: ffmpeg's encoder memory (hundreds of bytes a pixel) is not counted (caught where ffmpeg is installed)"),
     # image scaling
@@ -154,4 +158,36 @@ MUTANTS = {
     "cli-eval-storage-unchecked": (
         "fastca/cli/evaluate.py", "    if args.storage not in info.storages:\n", "    if False:\n", NUMBERS,
         "eval: an unknown --storage fails after the banner (caught when the MNIST files are in ../shared)"),
+    # seeds (fastca.seeds, simulate --seeds)
+    "cli-seeds-spacing-ignored": (
+        "fastca/seeds.py", "    box = 2 * spacing - 1\n    rows, cols", "    box = spacing\n    rows, cols", SPACING,
+        "seeds: boxes as wide as the spacing (seeds of neighbouring boxes can touch)"),
+    "cli-seeds-offset-past-box": (
+        "fastca/seeds.py", "np.minimum(spacing, height - y0)", "np.minimum(spacing + 1, height - y0)", SPACING,
+        "seeds: a seed's row may lie one past its box's corner (closer than the spacing to the next box's)"),
+    "cli-seeds-capacity-unchecked": (
+        "fastca/seeds.py", "    if n > rows * cols:\n", "    if False:\n", SPACING,
+        "seeds: more seeds than fit fail inside numpy (a bare ValueError: a traceback) instead of saying how many fit"),
+    "cli-seeds-image-corner": (
+        "fastca/seeds.py", "ys = ((2 * rows + 1) * height) // (2 * h)", "ys = (rows * height) // h", PICTURES,
+        "seeds picture: a pixel's seed goes under its top-left corner, not its centre"),
+    "cli-seeds-transparency-ignored": (
+        "fastca/seeds.py", "if levels.shape[2] == 4 and (levels[..., 3] < HALF).any():", "if False:", PICTURES,
+        "seeds picture: a shape on a transparent background marks only its dark pixels"),
+    "cli-seeds-memory-unchecked": (
+        "fastca/cli/seeded.py", "    _check_size(h, w, args, channels)\n", "",
+        [f"{CLI}::test_refused_before_the_work[memory-seeds]"], "simulate --seeds: the memory estimate is skipped"),
+    "cli-memory-channels-ignored": (
+        "fastca/cli/outputs.py", "MEMORY_PER_CHANNEL * max(0, channels - 20)", "0",
+        [f"{CLI}::test_memory_estimate_counts_a_described_models_channels"],
+        "memory: a described model's channels past 20 are not counted (a 1024-channel state is 50x MNIST's)"),
+    # models: the MNIST layout the digit commands need; errors: only fastca's own become exit 2
+    "cli-mnist-layout-unchecked": (
+        "fastca/cli/options.py", "    if lacks:\n        listed", "    if False:\n        listed", MODELS,
+        "--model: a model without the MNIST readout runs the digit commands (and fails somewhere inside)"),
+    "cli-bugs-exit-2": (
+        "fastca/cli/__init__.py", "    except (FastcaError, OSError, MemoryError) as exc:\n",
+        "    except (FastcaError, OSError, MemoryError, ValueError, TypeError, RuntimeError, KeyError) as exc:\n",
+        [f"{CLI}::test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line"],
+        "main: bugs (ValueError, KeyError, ...) inside a command look like user errors (exit 2, no traceback)"),
 }

@@ -7,6 +7,7 @@ CAP = T + "test_the_session_cap_refuses_the_next_tab_and_a_closed_tab_frees_its_
 BUDGET = T + "test_the_cell_budget_refuses_a_world_that_does_not_fit"
 BAD = T + "test_bad_messages_get_an_error_frame_and_the_session_goes_on"
 WARNED = T + "test_a_non_loopback_host_is_warned_about"
+GROWING = "tests/test_play_growing.py::"
 
 MUTANTS = {
     "play-origin-check-removed": (
@@ -80,9 +81,31 @@ MUTANTS = {
         "fastca/play.py", "max_msg_size=MAX_WS_MESSAGE,", "max_msg_size=4 * MAX_MESSAGE,", [BAD + "[1mb]"],
         "play: a 1 MB message exceeds aiohttp's limit and closes the tab instead of an error frame"),
     "play-model-name-type-unchecked": (
-        "fastca/play.py", "            if not isinstance(name, str) or name not in PRETRAINED:\n",
-        "            if name not in PRETRAINED:\n", [BAD + "[model-list]"],
+        "fastca/play.py", "    if not isinstance(name, str) or name not in MODELS:\n",
+        "    if name not in MODELS:\n", [BAD + "[model-list]"],
         "play: a list as model name raises TypeError (a traceback in the log, not a plain error frame)"),
+    "play-model-name-any-string": (
+        "fastca/play.py", "    if not isinstance(name, str) or name not in MODELS:\n"
+        "        raise BadMessage(f\"model must be one of {list(MODELS)}, got {name!r}\")\n    return MODELS[name]\n",
+        "    if not isinstance(name, str):\n"
+        "        raise BadMessage(f\"model must be one of {list(MODELS)}, got {name!r}\")\n"
+        "    return MODELS.get(name, \"digits\")\n",
+        [GROWING + "test_bad_growing_messages_get_an_error_and_the_session_goes_on[model-path]"],
+        "play: any string from the page reaches fastca.pretrained as a model name (not the fixed list)"),
+    "play-message-for-the-other-kind": (
+        "fastca/play.py", "        if kind in ONLY[other]:\n", "        if False:\n",
+        [GROWING + "test_bad_growing_messages_get_an_error_and_the_session_goes_on[stroke]"],
+        "play: a digit message reaches a growing world (no host picture there: a traceback, not a plain error)"),
+    "play-model-switch-unbudgeted": (
+        "fastca/play.py",
+        "                    size = model_size(msg.get(\"name\"), session.kind, session.side, fits=self._fits(ws))\n",
+        "                    size = model_size(msg.get(\"name\"), session.kind, session.side)\n",
+        [GROWING + "test_the_model_switch_restarts_the_world_within_the_cell_budget"],
+        "play: switching to the growing model builds its default world beyond max_cells"),
+    "play-growing-seed-ignored": (
+        "fastca/play.py", "            self.sim.edit(\"seed\", center=(size // 2, size // 2))\n", "            pass\n",
+        [GROWING + "test_the_growing_model_starts_with_a_seed_in_the_middle"],
+        "play: the growing world starts empty (nothing on the page until a click)"),
     "play-ctrl-c-escapes-serve": (
         "fastca/play.py", "    except KeyboardInterrupt:\n        pass\n    print(", "    except ZeroDivisionError:\n"
         "        pass\n    print(", [T + "test_serve_returns_cleanly_on_ctrl_c"],

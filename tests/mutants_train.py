@@ -79,8 +79,8 @@ MUTANTS = {
     "train-sane-checkpoint-check-removed": (
         "fastca/train.py",
         "        problem = self.divergence()\n        if problem:\n"
-        "            raise FloatingPointError(self._diverged(",
-        "        problem = None\n        if problem:\n            raise FloatingPointError(self._diverged(",
+        "            raise NonFiniteError(self._diverged(",
+        "        problem = None\n        if problem:\n            raise NonFiniteError(self._diverged(",
         [T + "test_diverging_run_keeps_the_last_sane_checkpoint_and_resumes_with_a_lower_lr",
          T + "test_a_run_diverging_at_once_writes_nothing"],
         "train: a checkpoint is written whatever the weights (the iteration-1 checkpoint of --lr 1e20 holds 1e20)"),
@@ -125,8 +125,8 @@ MUTANTS = {
         ["tests/test_train.py::test_a_checkpoint_without_a_data_record_still_resumes"],
         "checkpoint loader: a data record whose digit count is not a positive integer is accepted"),
     "ckpt-unknown-key-check-removed": (
-        "fastca/train.py", "    if unknown:\n        raise ValueError(f\"{path}: unknown checkpoint entries",
-        "    if False:\n        raise ValueError(f\"{path}: unknown checkpoint entries", [TAMPERED + "[extra-key]"],
+        "fastca/train.py", "    if unknown:\n        raise InputError(f\"{path}: unknown checkpoint entries",
+        "    if False:\n        raise InputError(f\"{path}: unknown checkpoint entries", [TAMPERED + "[extra-key]"],
         "checkpoint loader: entries it does not know are accepted"),
     "ckpt-unknown-config-field-check-removed": (
         "fastca/train.py", "    if unknown:\n        raise _Refused(\"config\"",

@@ -166,7 +166,7 @@ def test_bad_model_files_are_one_line_errors(tmp_path):
                                       '/resource", "attr": {"value": {"tensor": {}}}}]}}')
     np.save(tmp_path / "m.npy", np.zeros(3))
     (tmp_path / "m.npy").rename(tmp_path / "m.npz")
-    for name, fragment in (("m.json", "malformed node"), ("m.npz", "not a readable fastca weights .npz")):
+    for name, fragment in (("m.json", "malformed node"), ("m.npz", "m.npz: not a readable fastca model file")):
         p = run("simulate", "--mnist-index", 0, "--steps", 1, "--model", tmp_path / name, "--out", tmp_path / "o")
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and fragment in lines[0], p.stderr
@@ -264,8 +264,15 @@ def test_mp4_beyond_h264_sizes_is_left_out_with_a_note(tmp_path):
         (["--world", "1000", "1000", "--steps", "2", "--events", '[{"type": "replace_all", "step": 0, "count": 10000}]'],
          "events would visit about"),
         (["--mnist-index", "0", "--out", "/proc"], "cannot write to the output folder '/proc'"),
+        (["--model", "growing-gecko", "--world", "20000", "20000", "--seeds", "1", "--scale", "100"],
+         "this run needs about"),
+        (["--model", "growing-gecko", "--world", "1", "16384", "--seeds", "1", "--scale", "4"],
+         "GIF frames are at most 65535 pixels a side"),
+        (["--model", "growing-gecko", "--world", "64", "64", "--seeds", "5", "--spacing", "20"],
+         "--seeds 5: 5 seeds do not fit in a 64x64 world 20 cells apart: at most 4 (one per 39x39 box)"),
     ],
-    ids=["memory-mnist", "memory-image", "gif-size", "event-cost", "out-not-writable"],
+    ids=["memory-mnist", "memory-image", "gif-size", "event-cost", "out-not-writable", "memory-seeds", "gif-seeds",
+         "too-many-seeds"],
 )
 def test_refused_before_the_work(tmp_path, args, fragment):
     """Refusals that depend on the run's size or its folder come before the banner and any file."""
@@ -294,3 +301,163 @@ def test_mp4_left_out_when_its_encoder_would_not_fit(monkeypatch, tmp_path):
     note = (f"no animation.mp4: its encoder would need about {encoder / 2**30:.1f} GiB more "
             f"({(need + encoder) / 2**30:.1f} GiB in all, {(need + encoder) * 1.25 / 2**30:.1f} GiB available)")
     assert animations.notes == [note]
+
+
+# -- any model: seeds for the models that grow, the MNIST layout for the digit commands ----------------------
+
+def test_simulate_grows_seeds_planted_at_random(tmp_path):
+    out = tmp_path / "o"
+    p = run("simulate", "--model", "growing-gecko", "--world", 48, 64, "--seeds", 2, "--spacing", 20, "--steps", 12,
+            "--frame-every", 4, "--scale", 2, "--seed", 3, "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert "2 seeds at random cells of a 48x64 world, at least 20 apart; model 'growing-gecko'" in p.stdout
+    gif = frames_of(out / "animation.gif")
+    assert gif.shape[:3] == (4, 96, 128)  # steps 0, 4, 8, 12
+    final = iio.imread(out / "final.png")
+    np.testing.assert_array_equal(final[..., :3], gif[-1][..., :3])
+    assert sorted(f.name for f in out.iterdir() if f.suffix != ".mp4") == ["animation.gif", "final.png", "metrics.json"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["seeds"] == 2 and m["spacing"] == 20 and m["world"] == [48, 64] and m["frame_steps"] == [0, 4, 8, 12]
+    (y0, x0), (y1, x1) = m["seed_positions"]
+    assert max(abs(y0 - y1), abs(x0 - x1)) >= 20
+    alive = m["alive_cells"]
+    assert len(alive) == 13 and alive[0] == 2 and alive[12] > alive[4] > 2 * 9  # each seed's 3x3 and more
+    assert m["finite"] == [True] * 13 and "accuracy" not in m
+    # the picture is drawn on white: far from the seeds the cells are dead
+    corner = final[:8, :8] if min(y0, y1, x0, x1) > 20 else None
+    assert corner is None or (corner == 255).all()
+
+
+def test_simulate_grows_a_seed_under_each_marked_pixel(tmp_path):
+    picture = np.full((8, 8, 3), 255, np.uint8)
+    picture[1, 1] = picture[6, 5] = 0
+    Image.fromarray(picture).save(tmp_path / "dots.png")
+    p = run("simulate", "--model", "growing-gecko", "--seeds-image", tmp_path / "dots.png", "--world", 64, 64,
+            "--steps", 3, "--scale", 1, "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["seed_positions"] == [[12, 12], [52, 44]] and m["spacing"] is None  # under the pixels' centres
+    assert m["alive_cells"][0] == 2 and m["alive_cells"][3] > 2
+    assert frames_of(tmp_path / "o" / "animation.gif").shape[1:3] == (64, 64)
+
+
+def cli_main(*args):
+    """fastca's main in this process: (exit status, stdout, stderr); a bug's exception propagates."""
+    import contextlib
+    import io
+
+    from fastca.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["simulate", "--model", "growing-gecko", "--mnist-index", "0"],
+     "--mnist-index needs a self-classifying MNIST model; model 'growing-gecko' lacks a readout (class channels), "
+     "a static gray channel 0"),
+    (["eval", "--model", "growing-gecko"], "fastca eval needs a self-classifying MNIST model; model 'growing-gecko' "
+                                           "lacks a readout"),
+    (["simulate", "--model", "growing-gecko", "--world", "30", "30", "--events", "[]"], "--events needs a self-"),
+    (["simulate", "--model", "growing-gecko", "--world", "64", "64"], "give one of --seeds N (with --world H W)"),
+    (["simulate", "--model", "growing-gecko", "--seeds", "3"], "--seeds N plants seeds on a world: give --world H W"),
+    (["simulate", "--model", "growing-gecko", "--world", "9", "9", "--seeds", "0"], "--seeds and --spacing must be"),
+    (["simulate", "--model", "growing-gecko", "--seeds-image", "none.png"], "seeds picture not found: none.png"),
+    (["simulate", "--model", "growing-gecko", "--seeds-image", "white.png", "--world", "9", "9"],
+     "white.png has no marked pixel"),
+    (["simulate", "--model", "growing-gecko", "--world", "9", "9", "--seeds", "1", "--backend", "warp"],
+     "unknown backend 'warp'"),
+    (["simulate", "--world", "30", "30", "--seeds", "2"], "--seeds and --seeds-image plant seeds for models that grow"),
+    (["simulate", "--model", "odd.npz", "--world", "30", "30"],
+     "--world needs a self-classifying MNIST model; model 'odd-5-7' lacks a readout (class channels) and 20 channels "
+     "(it has 5)"),
+    (["simulate", "--model", "wide.npz", "--mnist-index", "0"], "lacks 10 class channels 10..19 (its readout: 4 "
+                                                                "classes from channel 1)"),
+    (["simulate", "--model", "rgb.npz", "--world", "9", "9", "--seeds", "1"], "model 'rgb' has 3 channels"),
+    (["demo", "--model", "texture.npz"], "fastca demo of a model that does not grow"),
+    (["distributed", "--store", "s", "--world", "28", "28", "--steps", "1", "--model", "growing-gecko"],
+     "fastca distributed runs the self-classifying MNIST weights only so far"),
+])
+def test_models_are_refused_where_they_lack_what_a_command_needs(tmp_path, monkeypatch, args, fragment):
+    """Every refusal is one line naming the model and what it lacks, before any output file or folder."""
+    from fastca import model
+    from fastca.nca import NCA
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "white.png")
+    NCA.random(model.ODD[0], name="odd-5-7").save(tmp_path / "odd.npz")
+    wide = model.ModelSpec(name="wide", channels=5, perception=model.Conv3x3(7), layers=(model.Dense(4),),
+                           residual=(1, 5), alive=model.Alive("static", 0, 0.1), readout=model.Readout(1, 4))
+    NCA.random(wide, name="wide").save(tmp_path / "wide.npz")
+    NCA.random(model.ModelSpec(name="rgb", channels=3, perception=model.Depthwise(("identity",)),
+                               layers=(model.Dense(3),), residual=(0, 3), alive=model.Alive("maxpool", 2)),
+               name="rgb").save(tmp_path / "rgb.npz")
+    NCA.random(model.TEXTURE, name="texture").save(tmp_path / "texture.npz")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = cli_main(*args, *(["--out", "o"] if args[0] != "distributed" else []))
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_model_accepts_embedded_names_and_every_model_file(tmp_path):
+    import fastca
+    from fastca.cli.options import CLIError, _model
+
+    assert _model(None).name == "fastca-mnist" and _model("distill-2020").name.startswith("distill-2020")
+    gecko = _model("growing-gecko")
+    assert isinstance(gecko, fastca.NCA)
+    gecko.save(tmp_path / "gecko.npz")  # a description file
+    again = _model(str(tmp_path / "gecko.npz"))
+    assert again.description == gecko.description and again.name == gecko.name
+    fastca.pretrained().save(tmp_path / "mnist.npz")  # MNIST weights (format 1)
+    assert isinstance(_model(str(tmp_path / "mnist.npz")), fastca.NCAWeights)
+    with pytest.raises(CLIError, match="model file not found: nope.npz .embedded models: fastca-mnist, "
+                                       "distill-2020, growing-gecko"):
+        _model("nope.npz")
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_is_one_line(monkeypatch):
+    """Only fastca's own errors (and OSError, MemoryError: the machine's) become exit 2; any other
+    exception inside a command is a bug and propagates."""
+    from fastca import errors
+    from fastca.cli import simulate
+
+    def raising(exc):
+        def command(args, model):
+            raise exc
+        return command
+
+    for bug in (ValueError("a bug"), KeyError("a bug"), TypeError("a bug"), RuntimeError("a bug"),
+                FloatingPointError("a bug")):
+        monkeypatch.setattr(simulate, "_run_mnist", raising(bug))
+        with pytest.raises(type(bug), match="a bug"):
+            cli_main("simulate", "--mnist-index", 0)
+    for user, line in ((errors.InputError("bad input"), "bad input"), (errors.RunError("store in use"), "store in use"),
+                       (simulate.CLIError("bad option"), "bad option"),
+                       (FileNotFoundError(2, "No such file or directory", "x.png"), "No such file or directory: 'x.png'"),
+                       (MemoryError(), "out of memory")):
+        monkeypatch.setattr(simulate, "_run_mnist", raising(user))
+        code, out, err = cli_main("simulate", "--mnist-index", 0)
+        assert code == 2 and out == "" and err.startswith("fastca: error: ") and line in err, err
+        assert err.count("\n") == 1
+
+
+def test_a_bug_in_a_subprocess_prints_its_traceback(tmp_path):
+    """The console command itself: a KeyError from inside a command is not turned into exit 2."""
+    code = ("import sys; from fastca.cli import simulate\n"
+            "def bug(args, model):\n    raise KeyError('planted bug')\n"
+            "simulate._run_mnist = bug\n"
+            "from fastca.cli import main; sys.exit(main(['simulate', '--mnist-index', '0']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env=ENV)
+    assert p.returncode == 1 and "Traceback" in p.stderr and "KeyError: 'planted bug'" in p.stderr, p.stderr
+
+
+def test_memory_estimate_counts_a_described_models_channels():
+    from fastca.cli import outputs as cli
+
+    base = cli._memory_need(100, 100, 1, 0)[0]
+    assert cli._memory_need(100, 100, 1, 0, channels=16)[0] == base  # within the MNIST state's 20 channels
+    assert cli._memory_need(100, 100, 1, 0, channels=120)[0] == base + 100 * 100 * 100 * cli.MEMORY_PER_CHANNEL

@@ -1,15 +1,16 @@
-"""Every description the project knows (fastca.model.KNOWN) on the host backends, through the public API.
+"""Every description of the registry (benchmarks/registry.py: fastca.model.KNOWN and any registered
+since) on every host backend of fastca's registry, through the public API.
 
-``fastca.Simulation`` runs each description on "numba-cpu" (a kernel generated per
-description) and on "torch"; one step is compared with the float64 oracle
-(:func:`fastca.model.step_float64`) fed the shared generator's fire draws and normals, the
-two backends with each other over a few steps, and numba-cpu with itself under options
-that must not change a bit (band rows, threads, a piece of a grid run at its origin).
+``fastca.Simulation`` runs each description on each host backend ("numba-cpu": a kernel
+generated per description; "torch": the reference); one step is compared with the float64
+oracle (:func:`fastca.model.step_float64`) fed the shared generator's fire draws and normals,
+every backend with torch over a few steps, and numba-cpu with itself under options that must
+not change a bit (band rows, threads, a piece of a grid run at its origin).
 Then float16 storage, the alive rules and boundaries, the refusals, a description with
 a readout (labels, counts, accuracy) and the generated kernel modules.
 
 Compiling a description's kernel takes 15-30 s the first time (cached on disk after),
-so the set of distinct descriptions is kept small: KNOWN, the odd-middle description of
+so the set of distinct descriptions is kept small: the registry's, the odd-middle description of
 tests/test_descriptions_torch.py, one with a readout and one with unusual sizes.
 """
 
@@ -21,6 +22,7 @@ import pytest
 from helpers import assert_close
 
 import fastca
+from benchmarks import registry
 from fastca import model, rng
 from fastca.model import Alive, Conv3x3, Dense, Depthwise, ModelSpec, Readout
 from fastca.nca import NCA
@@ -38,10 +40,10 @@ FRESH = ModelSpec(name="fresh-3-5-9-2", channels=3, perception=Conv3x3(5, bias=F
                   layers=(Dense(9), Dense(2, activation="none")), residual=(1, 3), fire_rate=0.6,
                   alive=Alive("static", 0, 0.1))
 
-ALL = model.KNOWN + (MIDDLE,)
+ALL = registry.descriptions() + (MIDDLE,)
 IDS = [d.name for d in ALL]
 CHECKED = ALL + (READOUT, FRESH)  # every description the oracle test runs
-HOSTS = ("numba-cpu", "torch")
+HOSTS = registry.host_backends()
 BY_NAME = {d.name: d for d in CHECKED}
 ZERO = [d for d in ALL if d.boundary == "zero"]  # a piece of a grid runs as the whole only without wrap-around
 
@@ -160,16 +162,17 @@ def test_one_step_matches_the_oracle(d, backend, case, ncas):
         assert pre.any() and not pre.all(), "the alive channel must mix alive and dead cells"
 
 
-# -- 2. numba-cpu against torch over a few steps ----------------------------------------------------
+# -- 2. every host backend against torch over a few steps -------------------------------------------
 
+@pytest.mark.parametrize("backend", registry.checked_backends())
 @pytest.mark.parametrize("d", ALL, ids=IDS)
-def test_numba_cpu_matches_torch_over_5_steps(d, calm):
+def test_backend_matches_torch_over_5_steps(d, backend, calm):
     nca = calm[d.name]
     s = _state(d, seed=50, shape=(2, 12, 14))
     kw = dict(seed=21, origin=(1, 3, 4), start_step=2)
-    a = _run(nca, s, 5, "numba-cpu", **kw)
-    b = _run(nca, s, 5, "torch", **kw)
-    assert_close(a, b, ROLLOUT, f"{d.name}: numba-cpu vs torch after 5 steps")
+    a = _run(nca, s, 5, backend, **kw)
+    b = _run(nca, s, 5, registry.ORACLE, **kw)
+    assert_close(a, b, ROLLOUT, f"{d.name}: {backend} vs {registry.ORACLE} after 5 steps")
     assert np.abs(b - s).max() > 1e-2
     if d.alive.rule == "maxpool":
         np.testing.assert_array_equal(model.alive_mask(d, a), model.alive_mask(d, b), err_msg="alive masks differ")
@@ -232,12 +235,13 @@ def test_a_piece_run_at_its_origin_matches_the_whole_grid(d, calm):
 
 # -- 4. float16 storage ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("backend", registry.host_backends("float16"))
 @pytest.mark.parametrize("d", CHECKED, ids=[d.name for d in CHECKED])
-def test_float16_storage_is_the_float32_step_rounded(d, ncas):
+def test_float16_storage_is_the_float32_step_rounded(d, backend, ncas):
     """One step in float16 storage: within float16 rounding of the float32 step, and in fact that step rounded."""
     nca = ncas[d.name]
     s = _state(d, seed=70, shape=(2, 9, 11)).astype(np.float16).astype(np.float32)  # the same start in both
-    kw = dict(seed=5, origin=(0, 3, 2), start_step=6)
+    kw = dict(seed=5, origin=(0, 3, 2), start_step=6, backend=backend)
     half = _run(nca, s, 1, storage="float16", **kw)
     full = _run(nca, s, 1, **kw)
     assert half.dtype == np.float16 and half.shape == s.shape

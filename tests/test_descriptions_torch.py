@@ -1,4 +1,5 @@
-"""Every description the project knows (fastca.model.KNOWN) on the torch backend, and its file.
+"""Every description of the registry (benchmarks/registry.py: fastca.model.KNOWN and any registered since)
+on the torch backend, and its file.
 
 The torch runner (fastca.backends.torch_ref.Torch) is driven directly, as a Simulation
 would drive it: ``Torch(nca, state, Params(...))`` then ``step(t)``. Its output is compared
@@ -17,18 +18,19 @@ import torch
 from helpers import assert_close
 
 import fastca
+from benchmarks import registry
 from fastca import model, rng
 from fastca.backends.base import Params
 from fastca.backends.torch_ref import Torch
 from fastca.nca import NCA, load_model
 from fastca.torch_model import DescribedNCA, described_randomness
 
-#: every known description, and one whose residual leaves channels on both sides (no known one does)
-#: with its static alive channel last
+#: every registered description (benchmarks/registry.py), and one whose residual leaves channels on
+#: both sides (no known one does) with its static alive channel last
 MIDDLE = model.ModelSpec(name="odd-middle", channels=7, perception=model.Conv3x3(9),
                          layers=(model.Dense(3, activation="none"),), residual=(2, 5), noise_std=0.01,
                          alive=model.Alive("static", 6, 0.1))
-ALL = model.KNOWN + (MIDDLE,)
+ALL = registry.descriptions() + (MIDDLE,)
 IDS = [d.name for d in ALL]
 SHAPE = (2, 12, 14)  # (B, H, W)
 ONE_STEP = dict(rtol=1e-5, atol=1e-5)  # float32 runner vs float64 oracle after one step

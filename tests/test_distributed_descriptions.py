@@ -1,5 +1,7 @@
 """Dask runs of any model description equal one machine's run bit for bit (issue 23)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,49 @@ def test_refusals_name_the_limit():
                       input="state")
     with pytest.raises(ValueError, match="takes a full state"):
         dist.simulate(grow, da.zeros((20, 20), chunks=10), 2, halo=4)
+
+
+@pytest.mark.parametrize("d", [model.GROWING, model.TEXTURE, model.ODD[1]], ids=lambda d: d.name)
+def test_zarr_run_equals_one_machine_and_resumes(tmp_path, d):
+    """Out of core, any description: the same bits as one machine, also when the run stops and resumes."""
+    net = NCA.random(d, 3, scale=0.2)
+    s = _state(d, (1, 40, 36))
+    ref = fastca.simulate(net, s, 7, backend="numba-cpu", input="state", seed=2, storage="float16").state
+    wrap = d.boundary == "wrap"
+    x = da.from_array(s, chunks=(1, 40, 36, d.channels) if wrap else (1, 16, 12, d.channels))
+    store = str(tmp_path / "run")
+    run = dict(halo=4, seed=2, backend="numba-cpu", progress=None, scheduler="sync")
+    _, t = dist.zarr_run(net, store, 3, state=x, **run)
+    assert t == 3
+    out, t = dist.zarr_run(net, store, 7, **run)
+    assert t == 7
+    np.testing.assert_array_equal(np.asarray(out.compute(scheduler="sync")), ref)
+    assert dist.stored_record(store)["shape"] == [1, 40, 36, d.channels]
+
+
+def test_zarr_run_records_what_the_bits_depend_on(tmp_path):
+    d = model.GROWING
+    net = NCA.random(d, 3, scale=0.2)
+    x = da.from_array(_state(d, (1, 24, 24)), chunks=(1, 12, 12, 16))
+    store = str(tmp_path / "run")
+    run = dict(halo=4, seed=2, backend="numba-cpu", progress=None, scheduler="sync")
+    dist.zarr_run(net, store, 2, state=x, fire_rate=0.25, **run)
+    with pytest.raises(ValueError, match="settings"):  # the model's own fire rate: other bits
+        dist.zarr_run(net, store, 4, **run)
+    slower = dataclasses.replace(d, fire_rate=0.25)  # the same arrays, another description: another model
+    with pytest.raises(ValueError, match="settings"):
+        dist.zarr_run(NCA(slower, net.arrays()), store, 4, fire_rate=0.25, **run)
+    _, t = dist.zarr_run(net, store, 4, fire_rate=0.25, **run)
+    assert t == 4
+    ref = fastca.simulate(net, np.asarray(x), 4, backend="numba-cpu", input="state", seed=2, storage="float16",
+                          fire_rate=0.25).state
+    np.testing.assert_array_equal(np.asarray(dist.zarr_run(net, store, 4, fire_rate=0.25, **run)[0]), ref)
+    with pytest.raises(ValueError, match="no MNIST readout"):
+        dist.zarr_run(net, str(tmp_path / "other"), 2, state=x, tiles=dist.MnistTiles(np.zeros((1, 1), np.int64),
+                      np.zeros(1, np.int64)), **run)
+    with pytest.raises(ValueError, match="halo must be at least 2"):
+        dist.zarr_run(net, str(tmp_path / "other"), 2, state=x, **{**run, "halo": 1})
+    tex = NCA.random(model.TEXTURE, 0)
+    with pytest.raises(ValueError, match="wraps around the grid"):
+        dist.zarr_run(tex, str(tmp_path / "tex"), 2, state=da.from_array(_state(model.TEXTURE, (1, 24, 24)),
+                                                                          chunks=(1, 12, 24, 12)), **run)

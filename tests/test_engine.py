@@ -8,10 +8,11 @@ import pytest
 from helpers import random_state
 
 import fastca
+from benchmarks import registry
 from fastca.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST_BACKENDS = [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]
+HOST_BACKENDS = registry.host_backends()
 
 
 @pytest.fixture(scope="module")
@@ -226,13 +227,14 @@ def test_evaluate_does_not_depend_on_batch(model, digits):
     np.testing.assert_array_equal(a.agreement, b.agreement)
 
 
-def _imports(path):
-    """Modules a file imports at its top level (relative imports resolved against fastca)."""
+def _imports(path, lazy=False):
+    """Modules a file imports (relative imports resolved against fastca): at its top level, or with
+    ``lazy`` anywhere (inside functions too, and ``importlib.import_module`` of a constant name)."""
     tree = ast.parse(path.read_text())
     pkg = "fastca.kernels" if path.parent.name == "kernels" else ".".join(
         ("fastca",) + path.relative_to(ROOT / "fastca").parent.parts)
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree) if lazy else tree.body:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -242,14 +244,31 @@ def _imports(path):
             found.update(n for n in names if n.startswith("fastca"))
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("fastca"))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and node.args[0].value.startswith("fastca")
+              and ast.unparse(node.func) in ("importlib.import_module", "import_module", "__import__")):
+            found.add(node.args[0].value)
     return found
 
 
-def test_kernels_import_only_spec_rng_and_themselves():
+def test_kernels_import_only_spec_rng_errors_and_themselves():
     for path in (ROOT / "kernels").glob("*.py"):
-        bad = {m for m in _imports(path) if not m.startswith(("fastca.kernels", "fastca.spec", "fastca.rng"))
+        bad = {m for m in _imports(path) if not m.startswith(("fastca.kernels", "fastca.spec", "fastca.rng", "fastca.errors"))
                and m != "fastca"}
         assert not bad, f"{path.name} imports {bad}"
+
+
+def test_only_the_backends_import_the_kernels():
+    """The other direction: outside fastca/backends/, no module of fastca imports fastca.kernels, at its
+    top level or inside a function; they reach compiled code through fastca.backends (its host module)."""
+    checked = 0
+    for path in (ROOT / "fastca").rglob("*.py"):
+        if path.relative_to(ROOT / "fastca").parts[0] in ("backends", "kernels"):  # kernels: the installed layout
+            continue
+        bad = {m for m in _imports(path, lazy=True) if m == "fastca.kernels" or m.startswith("fastca.kernels.")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: load kernels through fastca.backends"
+        checked += 1
+    assert checked > 20
 
 
 def test_no_import_cycle_in_the_package():
@@ -279,6 +298,12 @@ def test_no_import_cycle_in_the_package():
             visit(m, [])
 
 
+def _backend_name_alias(tree):
+    """ids of the nodes of ``BackendName = Literal[...]`` at a module's top level."""
+    return {id(c) for node in tree.body if isinstance(node, ast.Assign)
+            and [ast.unparse(t) for t in node.targets] == ["BackendName"] for c in ast.walk(node.value)}
+
+
 def test_backend_names_appear_only_in_their_own_files():
     names = set(fastca.backends.names())
     for path in (ROOT / "fastca").rglob("*.py"):
@@ -286,11 +311,53 @@ def test_backend_names_appear_only_in_their_own_files():
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                       if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
                       and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        # the type of ``backend=`` lists every name; test_backend_name_type_is_the_registry keeps it so
+        alias = _backend_name_alias(tree) if path == ROOT / "fastca" / "backends" / "__init__.py" else set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and id(node) not in alias):
                 hit = names & {node.value}
                 if hit and path.parent.name == "backends":
                     assert path.stem.replace("_ref", "").replace("_", "-") in hit or path.stem == "torch_ref", \
                         f"{path.name} names {hit}"
                 elif hit:
                     raise AssertionError(f"{path.relative_to(ROOT)}:{node.lineno} names backend {hit}")
+
+
+def test_backend_name_type_is_the_registry():
+    import typing
+
+    assert set(typing.get_args(fastca.backends.BackendName)) == {"auto", *fastca.backends.names()}
+    for fn in (fastca.simulate, fastca.Simulation.__init__):
+        assert typing.get_type_hints(fn)["backend"] == fastca.backends.BackendName
+
+
+def test_the_mutation_and_label_rules_have_one_definition():
+    """spec.mutate is the host mutation (NumPy, float32 and float16) and training's (torch), bit for bit;
+    spec.class_labels is spec.label_of on every cell, NaN and inf included."""
+    torch = pytest.importorskip("torch")
+    from fastca._state import mutate_host
+
+    rng = np.random.default_rng(4)
+    state = rng.normal(0, 1, (2, 9, 11, 20)).astype(np.float32)
+    state[0, 1, 2, 5] = np.nan
+    gray = rng.uniform(0, 0.2, (2, 9, 11)).astype(np.float32)
+    for dtype in (np.float32, np.float16):
+        host, rule = state.astype(dtype), state.astype(dtype)
+        mutate_host(host, gray, 0.1)
+        fastca.spec.mutate(rule, gray, np.float32(0.1))
+        assert host.tobytes() == rule.tobytes()
+        if dtype == np.float32:
+            tensor = torch.from_numpy(state.copy())
+            fastca.spec.mutate(tensor, torch.from_numpy(gray), 0.1)
+            assert tensor.numpy().tobytes() == host.tobytes()
+
+    cells = rng.normal(0, 1, (400, 20)).astype(np.float32)
+    cells[::7, 10:] = -np.abs(cells[::7, 10:])
+    cells[::11, 13] = np.nan
+    cells[::13, 17] = np.inf
+    cells[::17, 12] = -np.inf
+    cells[::19, 10:] = cells[::19, 10:11]  # ties: the first
+    with np.errstate(invalid="ignore"):  # inf - inf, the rule's own finiteness test, in Python
+        labels = np.array([fastca.spec.label_of(c) for c in cells]).T
+    np.testing.assert_array_equal(np.stack(fastca.spec.class_labels(cells[:, 10:])), labels)

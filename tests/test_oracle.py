@@ -12,9 +12,10 @@ import pytest
 from helpers import TOLERANCES, assert_close, oracle_step, tricky_state
 
 import fastca
+from benchmarks import registry
 
 FRESH = int(np.random.SeedSequence().entropy % 2**31)
-BACKENDS = [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]
+BACKENDS = registry.host_backends()
 SHAPES = [(1, 63, 31), (2, 64, 33), (1, 65, 32), (1, 129, 65)]
 
 
@@ -50,10 +51,11 @@ def test_three_steps_match_oracle_and_threads_agree(threads):
     np.testing.assert_array_equal(out, other)
 
 
-def test_float16_storage_matches_oracle():
+@pytest.mark.parametrize("backend", registry.host_backends("float16"))
+def test_float16_storage_matches_oracle(backend):
     weights = fastca.NCAWeights.random(seed=FRESH + 2, scale=0.1)
     state = tricky_state((1, 64, 33), seed=FRESH).astype(np.float16).astype(np.float32)
-    out = run("numba-cpu", weights, state, 1, storage="float16", seed=2)
+    out = run(backend, weights, state, 1, storage="float16", seed=2)
     ref = oracle_step(weights, state, 2, 0)
     assert out.dtype == np.float16
     # one rounding to float16 of a float32 result: within half a float16 step (2**-11 relative)

@@ -99,6 +99,28 @@ def test_a_drawn_stroke_lives_settles_and_can_be_erased(browser, server_url):
     page.close()
 
 
+def test_the_growing_model_renders_grows_from_a_click_and_is_cut(browser, server_url):
+    page = open_page(browser, server_url)
+    page.select_option("#model", "growing-gecko")
+    page.wait_for_function("window.fastca.kind === 'growing' && window.fastca.rgba && window.fastca.frames > 3",
+                           timeout=30000)
+    assert page.locator("input[value=seed]").is_checked() and not page.locator("#legend").is_visible()
+    page.wait_for_function("""() => {  // the gecko growing from the middle: coloured, not white, pixels
+        const c = document.getElementById('world'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 230 || d[i + 1] < 230 || d[i + 2] < 230) n++;
+        return n > 40; }""", timeout=20000)
+    alpha = "([y, x]) => window.fastca.rgba[4 * (y * window.fastca.width + x) + 3]"
+    page.mouse.click(*canvas_point(page, 12, 12))  # a seed in a corner
+    page.wait_for_function(f"({alpha})([12, 12]) > 0", timeout=20000)
+    page.click("#pause")  # (so that the cut is seen before the gecko regrows it)
+    page.wait_for_function("window.fastca.paused", timeout=20000)
+    page.check("input[value=erase]")
+    drag(page, [(8, 12), (16, 12)])  # the eraser cuts it (radius 6)
+    page.wait_for_function(f"[[10, 12], [12, 12], [14, 12]].every((c) => ({alpha})(c) === 0)", timeout=20000)
+    assert page.evaluate("window.fastca.errors.length") == 0
+    page.close()
+
+
 @pytest.fixture(scope="module")
 def small_server_url():
     """A second server: another origin for the first, and one that serves a single tab."""

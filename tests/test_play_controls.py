@@ -40,7 +40,8 @@ def test_the_default_world_has_the_mnist_scale():
     assert fastca.play.PlayServer().size == DEFAULT_SIZE
     from fastca.cli import _parser
 
-    assert _parser().parse_args(["play"]).size == DEFAULT_SIZE
+    assert _parser().parse_args(["play"]).size is None  # the model's default (tests/test_play_growing.py)
+    assert fastca.play.DEFAULT_SIZES["digits"] == DEFAULT_SIZE
 
 
 def test_reset_gives_new_test_digits():

@@ -5,8 +5,9 @@ import pytest
 from helpers import random_state
 
 import fastca
+from benchmarks import registry
 
-BACKENDS = ["numba-cpu", "torch"]
+BACKENDS = registry.host_backends()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -6,9 +6,10 @@ import pytest
 from helpers import random_state
 
 import fastca
+from benchmarks import registry
 from fastca import metrics, spec
 
-HOST_BACKENDS = [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]
+HOST_BACKENDS = registry.host_backends()
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)

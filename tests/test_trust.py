@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastca
+from benchmarks import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ def test_npz_reads_only_known_members_within_size(tmp_path):
 def test_nonfinite_state_raises_or_warns_and_is_never_a_class():
     w = fastca.NCAWeights.random(seed=1, scale=0.1).replace(b3=np.full(19, 1e38, np.float32))
     images, labels = fastca.data.sample_digits()
-    for backend in [b for b in fastca.available_backends() if b in ("numba-cpu", "torch")]:
+    for backend in registry.host_backends():
         with pytest.raises(FloatingPointError, match=r"non-finite .* at step 2, in sample"):
             fastca.simulate(w, images[:2], 5, backend=backend)
     with pytest.warns(RuntimeWarning, match="non-finite"):

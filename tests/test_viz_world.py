@@ -25,6 +25,22 @@ def test_colorize_uses_the_palette():
         viz.colorize(np.zeros((3, 3)))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_colorize_follows_the_label_rule_on_non_finite_classes(bad):
+    """A class channel that is NaN or inf gives no label (spec.label_of): black, as the picture maps say."""
+    state = np.zeros((1, 4, 20), np.float32)
+    state[0, :, 0] = 1.0
+    state[0, :, 10 + 3] = 2.0  # digit 3 ...
+    state[0, 1, 10 + 7] = bad  # ... but one channel not finite: undecided, whatever the argmax says
+    state[0, 2, 10 + 3] = bad
+    state[0, 3, 10:] = bad
+    rgb = viz.colorize(state)
+    np.testing.assert_array_equal(rgb[0, 0], viz.PALETTE[3])
+    np.testing.assert_array_equal(rgb[0, 1:], np.zeros((3, 3)))
+    _, classes = fastca.metrics.picture_maps(state[None])
+    np.testing.assert_array_equal(viz.PALETTE[classes[0, 0]], rgb[0])  # the compiled rule agrees (gray 1)
+
+
 def test_save_animation_gif_and_errors(tmp_path):
     import imageio.v3 as iio
 

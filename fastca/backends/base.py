@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import metrics
 from .._state import host_state, mutate_host
+from ..errors import InputError, InputTypeError, RunError
 
 log = logging.getLogger("fastca")
 
@@ -82,7 +83,7 @@ _REGISTRY: dict[str, BackendInfo] = {}
 def register(info):
     """Add a backend to the registry (a new backend module calls this once at import)."""
     if info.name in _REGISTRY or info.name == "auto":
-        raise ValueError(f"backend name {info.name!r} is taken")
+        raise InputError(f"backend name {info.name!r} is taken")
     _REGISTRY[info.name] = info
     return info
 
@@ -95,9 +96,9 @@ def names():
 def get(name):
     """The BackendInfo registered under ``name``."""
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a string, got {type(name).__name__}")
+        raise InputTypeError(f"backend must be a string, got {type(name).__name__}")
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(('auto',) + names())}")
+        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(('auto',) + names())}")
     return _REGISTRY[name]
 
 
@@ -123,7 +124,7 @@ def resolve(backend):
         ranked = sorted((i for i in _REGISTRY.values() if probes[i.name][0] and probes[i.name][2]),
                         key=lambda i: -i.speed_rank)
         if not ranked:
-            raise RuntimeError("no backend can run here: " + "; ".join(f"{n}: {p[1]}" for n, p in probes.items()))
+            raise RunError("no backend can run here: " + "; ".join(f"{n}: {p[1]}" for n, p in probes.items()))
         best = ranked[0]
         skipped = [f"{n}: {p[1]}" for n, p in probes.items()
                    if n != best.name and _REGISTRY[n].speed_rank > best.speed_rank]
@@ -135,7 +136,7 @@ def resolve(backend):
     info = get(backend)
     usable, reason, _ = info.probe()
     if not usable:
-        raise RuntimeError(f"backend {backend!r} is not available: {reason}")
+        raise RunError(f"backend {backend!r} is not available: {reason}")
     return info
 
 
@@ -183,7 +184,7 @@ class HostRunner:
 
     def output(self, array, output):
         if output != "host":
-            raise ValueError(f"this backend computes on the host; output must be 'host', got {output!r}")
+            raise InputError(f"this backend computes on the host; output must be 'host', got {output!r}")
         return array
 
     def state_written(self):

@@ -38,15 +38,14 @@ class NumbaCPU(HostRunner):
         self._nonfinite = np.zeros(len(self._bands), np.int64)
         self._scratch = self._k.scratch_buffers(len(self._bands), n_b, n_w, numba.config.NUMBA_NUM_THREADS)
         self._weights = cpu_shape.pack_weights(description, weights.arrays())
-        if self._rule == "maxpool":  # (N, W) uint8 masks: hot, tmp, pre, act, read, keep, live (kernels.cpu.maxpool_pre)
-            self._masks = np.zeros((7, n_b * n_h, n_w), np.uint8)
-            self._masks[6] = 1  # live: unknown, any cell may hold values
+        if self._rule == "maxpool":  # bit masks: hot, pre, act, read, keep, live (kernels.cpu.maxpool_masks)
+            self._masks = self._k.maxpool_masks(n_b * n_h, n_w)  # live: all set (any cell may hold values)
             self._fresh = True  # hot must be read from the state before the next step
             self._hot = self._masks[0]
             self._ptr = np.zeros((2, n_b * n_h + 1), np.int64)
             self._runs = np.zeros((0, 2), np.int32)
         else:
-            self._hot = np.zeros((1, 1), np.uint8)  # unused
+            self._hot = np.zeros((1, 1), np.uint64)  # unused
         p = params
         self._args = (np.uint64(p.seed), np.float32(p.fire_rate), np.float32(p.noise_std),
                       np.asarray(p.origin, np.int64))
@@ -73,8 +72,8 @@ class NumbaCPU(HostRunner):
                 numba.set_parallel_chunksize(chunk)
             if self._rule == "maxpool":
                 m = self._masks
-                self._k.maxpool_keep(self._height, m)
-                self._k.zero_dead(self._rows, m[6], m[3], m[5], m[0])
+                self._k.maxpool_keep(self._height, self._rows.shape[1], m)
+                self._k.zero_dead(self._rows, m[5], m[2], m[4], m[0])
                 self._fresh = self._thr < 0  # a zeroed cell is alive: hot must be read again
 
     def _maxpool_index(self):
@@ -82,12 +81,12 @@ class NumbaCPU(HostRunner):
         values they read). Its runs array grows when the alive region does (rarely: by half again)."""
         k, m = self._k, self._masks
         if self._thr < 0:  # a zero cell is alive: any cell may count
-            m[6] = 1
+            k.mark_all(m[5], self._rows.shape[1])
         k.maxpool_pre(self._rows, self._height, self._thr, m, self._fresh)
-        n = k.index_counts(m[3], m[4], self._ptr)
+        n = k.index_counts(m[2], m[3], self._ptr)
         if n > self._runs.shape[0]:
             self._runs = np.zeros((max(n, self._runs.shape[0] * 3 // 2), 2), np.int32)
-        k.index_fill(m[3], m[4], self._ptr, self._runs)
+        k.index_fill(m[2], m[3], self._rows.shape[1], self._ptr, self._runs)
         return self._ptr, self._runs
 
     def count(self, handle, buf, i):
@@ -111,7 +110,7 @@ class NumbaCPU(HostRunner):
         (under the max-pool rule: any cell may hold values again)."""
         self._index = None
         if self._rule == "maxpool":
-            self._masks[6] = 1
+            self._k.mark_all(self._masks[5], self._rows.shape[1])
             self._fresh = True
 
     def nonfinite(self):

@@ -11,9 +11,10 @@ import importlib.util
 import numpy as np
 
 from .. import metrics, spec
-from .._compat import numba_cuda
 from .._state import gray_channel, host_state, is_state_input
 from .base import BackendInfo, register
+from .host import numba_cuda
+from ..errors import InputError, InputTypeError
 
 
 class NumbaCUDA:
@@ -47,7 +48,7 @@ class NumbaCUDA:
         self.state = state  # (B, H, W, C) float32 or float16 device array, owned
         n_b, n_h, n_w, n_c = state.shape
         if n_c != description.channels:
-            raise ValueError(f"state has {n_c} channels, model {description.name!r} has {description.channels}")
+            raise InputError(f"state has {n_c} channels, model {description.name!r} has {description.channels}")
         if seg_rows is None:
             seg_rows = kern.choose_seg_rows(n_b, n_h, n_w, _sm_count(cuda))
         self.seg_rows = int(seg_rows)
@@ -75,7 +76,7 @@ class NumbaCUDA:
         self._thr = np.float32(p.alive_threshold)
         self._bad = cuda.to_device(np.zeros(1, np.int64))
         if block_order not in ("normal", "reverse"):
-            raise ValueError(f"block_order must be 'normal' or 'reverse', got {block_order!r}")
+            raise InputError(f"block_order must be 'normal' or 'reverse', got {block_order!r}")
         self._reverse = block_order == "reverse"
 
     @classmethod
@@ -102,10 +103,10 @@ class NumbaCUDA:
         shape = tuple(arr.shape)
         if is_state_input(shape, arr.dtype, input_kind, n_c):
             if len(shape) not in (3, 4) or shape[-1] != n_c or arr.dtype not in (np.float32, dtype):
-                raise ValueError(f"device state must be float32 (H, W, {n_c}) or (B, H, W, {n_c}), "
+                raise InputError(f"device state must be float32 (H, W, {n_c}) or (B, H, W, {n_c}), "
                                  f"got {arr.dtype} {shape}")
             if min(shape) < 1:
-                raise ValueError(f"empty input: shape {shape} has a zero-length axis")
+                raise InputError(f"empty input: shape {shape} has a zero-length axis")
             state = cuda.device_array((int(np.prod(shape[:-3])),) + shape[-3:], dtype)
             if arr.dtype == dtype:
                 state.copy_to_device(arr.reshape(state.shape))
@@ -115,16 +116,16 @@ class NumbaCUDA:
             big = float(np.finfo(dtype).max)  # after the copy: a float32 value past 65504 is inf in float16
             if _count_outside(state.reshape(state.size), -big, big):
                 hint = " or exceeds the float16 range (65504): use storage='float32'" if dtype == np.float16 else ""
-                raise ValueError(f"device state contains NaN or inf{hint}")
+                raise InputError(f"device state contains NaN or inf{hint}")
             return state, shape[:-1], len(shape) == 4
         gray_channel(description)  # a gray image needs a static alive channel to go into
         if len(shape) not in (2, 3) or min(shape) < 1:
-            raise ValueError(f"device gray input must be a non-empty (H, W) or (B, H, W), got shape {shape}")
+            raise InputError(f"device gray input must be a non-empty (H, W) or (B, H, W), got shape {shape}")
         if arr.dtype not in (np.uint8, np.float32):
-            raise TypeError(f"device gray input must be uint8 or float32, got {arr.dtype}")
+            raise InputTypeError(f"device gray input must be uint8 or float32, got {arr.dtype}")
         gray = arr.reshape((-1,) + shape[-2:]) if len(shape) == 3 else arr.reshape((1,) + shape)
         if arr.dtype == np.float32 and _count_outside(arr.reshape(arr.size), 0.0, 1.0):
-            raise ValueError("device gray input must lie in [0, 1] (float32), and be finite")
+            raise InputError("device gray input must lie in [0, 1] (float32), and be finite")
         state = cuda.device_array(tuple(gray.shape) + (n_c,), dtype)
         init = kern if description is None else _module(description)
         init.init_kernel[kern.launch_1d(gray.size)](gray, arr.dtype == np.uint8, state)
@@ -209,11 +210,11 @@ class NumbaCUDA:
         if output == "device":
             return array
         if output != "host":
-            raise ValueError(f"output must be 'host' or 'device', got {output!r}")
+            raise InputError(f"output must be 'host' or 'device', got {output!r}")
         return array.copy_to_host()
 
     def read_window(self, b0, y0, x0, nb, h, w):
-        out = self._cuda.device_array((nb, h, w, self.state.shape[-1]), np.float32)
+        out = self._cuda.device_array((nb, h, w, self.state.shape[3]), np.float32)
         self._k.copy_window[self._k.launch_1d(nb * h * w)](self.state, b0, y0, x0, out)
         return out.copy_to_host()
 

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 
 from .base import BackendInfo, HostRunner, register
+from ..errors import InputError
 
 
 def _mnist_weights(weights):
@@ -63,7 +64,7 @@ class Torch(HostRunner):
             self.model = DescribedNCA(self.description, weights.arrays()).eval().requires_grad_(False)
         channels = 20 if self.description is None else self.description.channels
         if state.ndim != 4 or state.shape[-1] != channels:
-            raise ValueError(f"the state must be (B, H, W, {channels}) for this model, got shape {state.shape}")
+            raise InputError(f"the state must be (B, H, W, {channels}) for this model, got shape {state.shape}")
         self.state = torch.from_numpy(state)
 
     def _randomness(self, t):

@@ -3,8 +3,7 @@
 import sys
 import time
 
-from .. import backends
-from .options import CLIError, _check_out, _model, add_run_options
+from .options import CLIError, _check_out, _model, add_run_options, require_mnist, resolve_backend
 from .outputs import _Animations, _check_size, _metrics_json, _print_checkpoints, _write_outputs
 
 
@@ -16,22 +15,9 @@ def add_parser(subparsers):
     demo.set_defaults(steps=None)  # per model: 200 (MNIST), 400 (growing)
 
 
-def _growing_model(name):
-    """The model of ``--model`` when it is a growing model (an embedded one or a described .npz whose alive
-    rule follows alpha), else None (the MNIST demo)."""
-    import os
-
-    import fastca
-
-    if name in fastca.PRETRAINED_NCA:
-        return fastca.pretrained(name)
-    if name and os.path.isfile(name) and name.endswith(".npz"):
-        model = fastca.load_model(name)
-        if isinstance(model, fastca.NCA):
-            if model.description.alive.rule != "maxpool" or model.description.channels < 4:
-                raise CLIError(f"{name}: fastca demo runs MNIST models and growing models (RGBA + alpha alive rule)")
-            return model
-    return None
+def _is_growing(model):
+    """Whether ``model`` grows as the Growing NCA does: RGBA channels and the max-pool alive rule."""
+    return model.description.alive.rule == "maxpool" and model.description.channels >= 4
 
 
 def _run_growing(args, model):
@@ -40,7 +26,7 @@ def _run_growing(args, model):
     steps = 400 if args.steps is None else args.steps
     if steps < 2:
         raise CLIError(f"--steps must be >= 2, got {steps}")
-    backend = backends.resolve(args.backend).name
+    backend = resolve_backend(args.backend).name
     _check_out(args.out, ("animation.gif", "strip.png", "curve.png", "metrics.json"))
     print(f"fastca demo: model {model.name!r}; one creature grown from one cell on a 72x72 grid, a disc cut out "
           f"at step {steps // 2}, {steps} steps; backend {backend}, seed {args.seed}")
@@ -60,19 +46,19 @@ def run(args):
     import fastca
     from fastca.world import World, run_world
 
-    model = _growing_model(args.model)
-    if model is not None:
+    model = _model(args.model)
+    if _is_growing(model):
         return _run_growing(args, model)
+    require_mnist(model, "fastca demo of a model that does not grow (RGBA channels and the max-pool alive rule)")
     args.steps = 200 if args.steps is None else args.steps
     if not 1 <= args.rows <= 16 or not 1 <= args.cols <= 16:
         raise CLIError(f"--rows and --cols must be in 1..16, got {args.rows} and {args.cols}")
     if args.steps < 2:
         raise CLIError(f"--steps must be >= 2, got {args.steps}")
-    backends.resolve(args.backend)
+    resolve_backend(args.backend)
     _check_size(28 * args.rows, 28 * args.cols, args)
     animations = _Animations(args.out, args.scale, args.fps, (28 * args.rows, 28 * args.cols), args.steps)
     _check_out(args.out, animations.names)
-    model = _model(args.model)
     images, labels = fastca.data.sample_digits()
     world = World.from_digits(images, labels, 28 * args.rows, 28 * args.cols, seed=args.seed)
     half = args.steps // 2

@@ -46,8 +46,8 @@ def run(args):
         raise CLIError(f"--world H W must be >= 1, got {args.world[0]} {args.world[1]}")
     if args.window is not None and min(args.window[2:]) < 1:
         raise CLIError(f"--window Y X H W needs H and W >= 1, got {' '.join(map(str, args.window))}")
+    model = _mnist_weights(_model(args.model))
     _check_out(args.store)
-    model = _model(args.model)
     with fd.store_lock(args.store, break_lock=args.break_lock):  # held until the pictures are drawn
         record = fd.stored_record(args.store)
         new = record is None
@@ -103,6 +103,18 @@ def run(args):
             _distributed_pictures(state, args, model)
     print(f"reached step {t} in {time.perf_counter() - t0:.0f} s; wrote {args.store}/window.png and overview.png")
     return 0
+
+
+def _mnist_weights(model):
+    """The model of a distributed run: the self-classifying MNIST weights (fastca.distributed.zarr_run takes
+    only those so far)."""
+    import fastca
+
+    if not isinstance(model, fastca.NCAWeights):
+        raise CLIError(f"fastca distributed runs the self-classifying MNIST weights only so far (fastca-mnist, "
+                       f"distill-2020 or an MNIST weights file); model {model.name!r} is a "
+                       f"{model.description.name!r} description")
+    return model
 
 
 def _check_window(window, h, w):

@@ -1,7 +1,7 @@
 """``fastca eval``: the article's evaluation protocol on the MNIST test set."""
 
-from .. import backends
-from .options import CLIError, _check_out, _model, add_backend, add_data, add_model, add_seed
+from .options import (CLIError, _check_out, _model, add_backend, add_data, add_model, add_seed, require_mnist,
+                      resolve_backend)
 
 
 def add_parser(subparsers):
@@ -24,12 +24,12 @@ def run(args):
         raise CLIError(f"--digits must be >= 1, got {args.digits}")
     if args.half < 1:
         raise CLIError(f"--half must be >= 1, got {args.half}")
-    info = backends.resolve(args.backend)
+    info = resolve_backend(args.backend)
     if args.storage not in info.storages:
         raise CLIError(f"--storage must be one of {', '.join(info.storages)} with backend {info.name}, "
                        f"got {args.storage!r}")
+    model = require_mnist(_model(args.model), "fastca eval")
     _check_out(args.out, ("curves.csv", "evaluation.json", "curves.png"))
-    model = _model(args.model)
     images, labels = fastca.data.load_mnist("test", args.data)
     if args.digits is not None:
         images, labels = images[: args.digits], labels[: args.digits]

@@ -1,19 +1,23 @@
-"""What several commands share: :class:`CLIError`, the option groups declared once, the checks of the
-shared numbers, the model and digits a command reads, and the output folder's check."""
+"""What several commands share: :class:`CLIError`, the option groups declared once (``--model``,
+``--backend``, ``--seed``, ``--data``), the checks of the shared numbers, the model and digits a
+command reads, and the output folder's check."""
 
+import contextlib
 import os
 
 from .. import backends
+from ..errors import FastcaError
 
 MAX_SIDE = 20000  #: largest world or image side the CLI accepts
 MAX_FPS = 100  #: animation frames per second at most (a GIF's frame delay is in 1/100 s)
-MODEL_HELP = "weights .npz, Distill .json, or an embedded model: fastca-mnist (default), distill-2020"
+MODEL_HELP = ("an embedded model (fastca-mnist (default), distill-2020, growing-gecko), a Distill .json, an MNIST "
+              "weights .npz or a model file saved by fastca.NCA.save")
 BACKEND_HELP = "auto (the fastest usable here) or one of: " + ", ".join(backends.names())
 SEED_HELP = "random seed in 0..2**64-1 (fire masks, noise, layouts, events)"
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+class CLIError(FastcaError):
+    """A user error found by the command line: printed as one line, exit status 2."""
 
 
 def add_backend(p):
@@ -21,9 +25,9 @@ def add_backend(p):
     p.add_argument("--backend", default="auto", help=BACKEND_HELP)
 
 
-def add_seed(p, help=None):
-    """--seed, default 0 (checked by :func:`check_numbers`)."""
-    p.add_argument("--seed", type=int, default=0, help=help)
+def add_seed(p, help=SEED_HELP, default=0):
+    """--seed (checked by :func:`check_numbers`); ``default`` None lets a command tell "not given" apart."""
+    p.add_argument("--seed", type=int, default=default, help=help)
 
 
 def add_model(p):
@@ -41,7 +45,7 @@ def add_run_options(p, steps, out):
     folder, model and the pictures' frame interval, scale and frame rate."""
     p.add_argument("--steps", type=int, default=steps, help=f"steps to run (default {steps})")
     add_backend(p)
-    add_seed(p, SEED_HELP)
+    add_seed(p)
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     add_model(p)
     p.add_argument("--frame-every", type=int, default=2, help="steps between animation frames (default 2)")
@@ -62,17 +66,73 @@ def check_numbers(args):
 
 
 def _model(path):
+    """The model of ``--model``: an embedded name, a Distill .json, or a model file (MNIST weights or a
+    description saved by :meth:`fastca.NCA.save`, told apart by :func:`fastca.load_model`)."""
     import fastca
 
     if path is None:
         return fastca.pretrained()
-    if path in fastca.PRETRAINED:
+    if path in fastca.PRETRAINED or path in fastca.PRETRAINED_NCA:
         return fastca.pretrained(path)
     if not os.path.exists(path):
-        raise CLIError(f"model file not found: {path}")
-    if path.endswith(".json"):
-        return fastca.load_distill_model(path)
-    return fastca.NCAWeights.load(path)
+        raise CLIError(f"model file not found: {path} (embedded models: "
+                       f"{', '.join([*fastca.PRETRAINED, *fastca.PRETRAINED_NCA])})")
+    with user_input():  # the loaders' one-line refusal of a malformed file
+        return fastca.load_distill_model(path) if path.endswith(".json") else fastca.load_model(path)
+
+
+def mnist_lacks(model):
+    """What ``model`` lacks of the self-classifying MNIST layout the digit commands read (20 channels,
+    the digit's gray in a static alive channel 0, a readout of 10 class channels 10..19): a list of
+    phrases, empty for an MNIST model."""
+    from ..model import MNIST
+
+    d = model.description
+    lacks = []
+    if d.readout is None:
+        lacks.append("a readout (class channels)")
+    elif d.readout != MNIST.readout:
+        lacks.append(f"10 class channels 10..19 (its readout: {d.readout.classes} classes from channel "
+                     f"{d.readout.start})")
+    if d.alive.rule != "static" or d.alive.channel != MNIST.alive.channel:
+        lacks.append("a static gray channel 0 to write the digits into (its alive rule: "
+                     f"{d.alive.rule}{'' if d.alive.rule == 'none' else f' on channel {d.alive.channel}'})")
+    if d.channels != MNIST.channels:
+        lacks.append(f"20 channels (it has {d.channels})")
+    return lacks
+
+
+def is_mnist(model):
+    """Whether ``model`` has the self-classifying MNIST layout: see :func:`mnist_lacks`."""
+    return not mnist_lacks(model)
+
+
+def require_mnist(model, use):
+    """``model``, or a one-line CLIError naming it and what it lacks of the MNIST layout that ``use``
+    (e.g. "fastca eval", "--mnist-index") needs: see :func:`mnist_lacks`."""
+    lacks = mnist_lacks(model)
+    if lacks:
+        listed = ", ".join(lacks[:-1]) + " and " + lacks[-1] if len(lacks) > 1 else lacks[0]
+        raise CLIError(f"{use} needs a self-classifying MNIST model; model {model.name!r} lacks {listed}")
+    return model
+
+
+@contextlib.contextmanager
+def user_input():
+    """Reading a file the user named (a model, an event list): a ValueError of the parsers under the
+    library's own checks (NumPy, JSON, zip) says the file is malformed, a user error: a CLIError."""
+    try:
+        yield
+    except FastcaError:
+        raise
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def resolve_backend(name):
+    """The backend of ``--backend`` (its BackendInfo), before any output: an unknown name or a backend not
+    usable here raises a FastcaError (InputError, RunError)."""
+    return backends.resolve(name)
 
 
 def _digits():

@@ -26,6 +26,9 @@ def _available_memory():
 #: Bytes per cell of a run: the state (80), the backend's buffers, the frame before it is enlarged,
 #: colouring and per-digit metrics temporaries (measured: about 170 at 1000x1000 and 2000x2000).
 MEMORY_PER_CELL = 200
+#: Bytes per cell of each channel past the MNIST model's 20 (a described model's state): three float32
+#: copies at most (the planted state, the simulation's and its step buffer)
+MEMORY_PER_CHANNEL = 12
 #: Enlarged frames alive at once: the frame, its enlarging, the GIF encoder's palette image and LZW
 #: copies, the MP4 crop and the final picture (measured: about 6 at --scale 8).
 MEMORY_FRAMES = 7
@@ -35,19 +38,20 @@ MEMORY_PER_STEP = 100  #: per-step curves and their JSON
 MEMORY_MP4_PER_PIXEL = 250
 
 
-def _memory_need(height, width, scale, steps):
+def _memory_need(height, width, scale, steps, channels=20):
     """(bytes a run needs without the MP4 encoder, bytes of one enlarged frame): see _check_memory."""
     cells = height * width
     frame_bytes = cells * 3 * scale * scale
-    return cells * MEMORY_PER_CELL + MEMORY_FRAMES * frame_bytes + steps * MEMORY_PER_STEP, frame_bytes
+    per_cell = MEMORY_PER_CELL + MEMORY_PER_CHANNEL * max(0, channels - 20)
+    return cells * per_cell + MEMORY_FRAMES * frame_bytes + steps * MEMORY_PER_STEP, frame_bytes
 
 
-def _check_memory(height, width, scale, steps=0):
-    """Refuse, with the numbers, a run whose state, maps, frame buffers (enlarged ``scale`` times)
-    and per-step curves would not fit in memory. Frames are streamed to the files, so their
-    number does not count; the few copies of one enlarged frame do. (The MP4 encoder's memory is
-    checked by :class:`_Animations`, which leaves the MP4 out when it does not fit.)"""
-    need, frame_bytes = _memory_need(height, width, scale, steps)
+def _check_memory(height, width, scale, steps=0, channels=20):
+    """Refuse, with the numbers, a run whose state (of ``channels`` channels), maps, frame buffers
+    (enlarged ``scale`` times) and per-step curves would not fit in memory. Frames are streamed to
+    the files, so their number does not count; the few copies of one enlarged frame do. (The MP4
+    encoder's memory is checked by :class:`_Animations`, which leaves the MP4 out when it does not fit.)"""
+    need, frame_bytes = _memory_need(height, width, scale, steps, channels)
     have = _available_memory()
     if have is not None and need > 0.8 * have:
         raise CLIError(f"this run needs about {need / 2**30:.1f} GiB (state, maps and frames of "
@@ -65,9 +69,9 @@ def _check_frames(height, width, scale):
                        f"{max(1, viz.GIF_MAX_SIDE // max(height, width))} or less")
 
 
-def _check_size(height, width, args):
+def _check_size(height, width, args, channels=20):
     """Everything a world's size decides, before the world is built: memory, then the GIF's limit."""
-    _check_memory(height, width, args.scale, args.steps)
+    _check_memory(height, width, args.scale, args.steps, channels)
     _check_frames(height, width, args.scale)
 
 
@@ -128,11 +132,11 @@ def _gray_levels(im, path):
     return np.round(np.clip(levels, 0, 1) * 255).astype(np.uint8)
 
 
-def _mp4_memory_error(height, width, scale, steps):
+def _mp4_memory_error(height, width, scale, steps, channels=20):
     """Why the MP4 encoder would not fit in memory next to the run, or None."""
     have = _available_memory()
     encoder = MEMORY_MP4_PER_PIXEL * height * width * scale * scale
-    need = _memory_need(height, width, scale, steps)[0] + encoder
+    need = _memory_need(height, width, scale, steps, channels)[0] + encoder
     if have is not None and need > 0.8 * have:
         return (f"its encoder would need about {encoder / 2**30:.1f} GiB more ({need / 2**30:.1f} GiB in all, "
                 f"{have / 2**30:.1f} GiB available)")
@@ -145,11 +149,12 @@ class _Animations:
     run ends without an error. ``size``: the world's (height, width) in cells; a GIF past its size
     limit is refused here (a CLIError, before any work); an MP4 past H.264's size limit, or whose
     encoder would not fit in memory next to the run, is left out with a line in ``notes``. Nothing
-    is written before the first frame."""
+    is written before the first frame. ``others``: the run's other output names, checked with the
+    animations' by :func:`_check_out`; ``channels``: the state's, for the memory estimate."""
 
     OTHER_OUTPUTS = ("final.png", "curves.png", "metrics.json")
 
-    def __init__(self, out, scale, fps, size, steps=0, prefix=""):
+    def __init__(self, out, scale, fps, size, steps=0, prefix="", others=OTHER_OUTPUTS, channels=20):
         from fastca import viz
 
         h, w = size
@@ -158,12 +163,13 @@ class _Animations:
         self.paths = [os.path.join(out, f"{prefix}animation.gif")]
         self.notes = []
         if viz.ffmpeg_available():
-            error = viz.animation_size_error(".mp4", h * scale, w * scale) or _mp4_memory_error(h, w, scale, steps)
+            error = (viz.animation_size_error(".mp4", h * scale, w * scale)
+                     or _mp4_memory_error(h, w, scale, steps, channels))
             if error:
                 self.notes.append(f"no {prefix}animation.mp4: {error}")
             else:
                 self.paths.append(os.path.join(out, f"{prefix}animation.mp4"))
-        self.names = [os.path.basename(p) for p in self.paths] + [prefix + n for n in self.OTHER_OUTPUTS]
+        self.names = [os.path.basename(p) for p in self.paths] + [prefix + n for n in others]
         self.writers = [viz.AnimationWriter(p, fps=fps, scale=scale) for p in self.paths]
 
     def add(self, frame):
@@ -193,15 +199,20 @@ def _write_outputs(out, run, scale, metrics, prefix=""):
                     mutation_step=metrics.get("mutation_step"),
                     ylabels=("per-cell accuracy (%)", "digits whose cells agree (%)"))
     written.append(curves)
-    path = os.path.join(out, f"{prefix}metrics.json")
+    written.append(_write_json(os.path.join(out, f"{prefix}metrics.json"), metrics))
+    return written
+
+
+def _write_json(path, data):
+    """Write ``data`` as JSON to ``path`` atomically (``path``.partial.json, removed on failure); returns ``path``."""
+    from fastca import viz
 
     def write_json(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=1)
+            json.dump(data, f, indent=1)
 
-    viz._atomic(path, write_json)  # metrics.json.partial.json, removed on failure
-    written.append(path)
-    return written
+    viz._atomic(path, write_json)
+    return path
 
 
 def _metrics_json(run, args, extra):

@@ -1,20 +1,26 @@
-"""``fastca play``: a local web page where digits are drawn and the cells classify them (offline)."""
+"""``fastca play``: a local web page where digits are drawn and the cells classify them, or the Growing
+NCA grows from seeds and regrows what is cut (offline)."""
 
 from .. import backends
 from .options import CLIError, add_backend
 
 
 def add_parser(subparsers):
-    pl = subparsers.add_parser("play", help="a local web page: draw digits and watch the cells classify them (offline)")
+    pl = subparsers.add_parser("play", help="a local web page: draw digits and watch the cells classify them, or plant "
+                                            "Growing NCA seeds, cut and watch them regrow (offline)")
     pl.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1: this machine only; any other address lets "
                          "everyone who can reach it drive the server, with a warning)")
     pl.add_argument("--port", type=int, default=8765)
-    pl.add_argument("--model", default="fastca-mnist", help="embedded model: fastca-mnist or distill-2020")
+    pl.add_argument("--model", default="fastca-mnist",
+                    help="the model a new tab starts with (the page switches between them): fastca-mnist (default) "
+                         "or distill-2020, digits the cells classify; growing-gecko, the Growing NCA (a click plants "
+                         "a seed, the eraser cuts, the cut regrows)")
     add_backend(pl)
-    pl.add_argument("--size", type=int, default=56,
-                    help="world side in cells: 28, 56, 128, 256, 512 or 1024 (default 56: fitted to the window, a "
-                         "digit drawn a quarter to half of it tall has the MNIST scale the model learned)")
+    pl.add_argument("--size", type=int, default=None,
+                    help="world side in cells: 28, 56, 72, 96, 128, 256, 512 or 1024 (default: 56 for the digit "
+                         "models, fitted to the window, so that a digit drawn a quarter to half of it tall has the "
+                         "MNIST scale the model learned; 96 for growing-gecko, room for a few geckos)")
     pl.add_argument("--open", action="store_true", help="open the page in the default browser")
     pl.add_argument("--max-sessions", type=int, default=4,
                     help="tabs served at once (default 4); the next one is refused with a message")
@@ -23,13 +29,14 @@ def add_parser(subparsers):
 
 
 def run(args):
-    import fastca
-    from fastca.play import SIZES, serve
+    from fastca.play import DEFAULT_SIZES, MODELS, SIZES, serve
 
+    if args.model not in MODELS:
+        raise CLIError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
+    if args.size is None:
+        args.size = DEFAULT_SIZES[MODELS[args.model]]
     if args.size not in SIZES:
         raise CLIError(f"--size must be one of {', '.join(map(str, SIZES))}, got {args.size}")
-    if args.model not in fastca.PRETRAINED:
-        raise CLIError(f"--model must be one of {', '.join(fastca.PRETRAINED)}, got {args.model!r}")
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     if args.max_sessions < 1:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .options import CLIError, _check_out, add_data
+from .options import CLIError, _check_out, add_data, add_seed
 
 
 def add_parser(subparsers):
@@ -24,7 +24,7 @@ def add_parser(subparsers):
     tr.add_argument("--batch", type=int, default=None, help="samples per iteration (default 16)")
     tr.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     tr.add_argument("--decay-at", default=None, help="iterations where the learning rate drops x0.1 (default 30000,70000)")
-    tr.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    add_seed(tr, "random seed in 0..2**64-1 (default 0; a resume keeps its checkpoint's)", default=None)
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
     tr.add_argument("--out", default="fastca-train", help="folder for checkpoint.pt and model.npz")
     tr.add_argument("--checkpoint-every", type=int, default=None, help="default 1000 (mnist), 100 (growing)")
@@ -118,12 +118,9 @@ def _run_growing(args):
     _check_out(args.out)
     try:
         growing.check_run_folder(args.out, args.resume, args.overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
-    try:
-        target = growing.target_for(emoji=args.emoji, image=args.target)
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+    target = growing.target_for(emoji=args.emoji, image=args.target)
     options = {"iterations": args.iterations, "checkpoint_every": args.checkpoint_every,
                "sparse": False if args.dense else None}
     if args.resume:
@@ -142,12 +139,9 @@ def _run_growing(args):
     print(f"fastca train --recipe growing: target {args.target or repr(args.emoji)}; checkpoints in {args.out}, "
           f"one line per iteration in {log}", flush=True)
     t0 = time.perf_counter()
-    try:
-        nca, trainer = growing.train(target, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
-                                     progress=sys.stderr.isatty(), time_limit=args.time_limit, log_path=log,
-                                     lr=args.lr, **options)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    nca, trainer = growing.train(target, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+                                 progress=sys.stderr.isatty(), time_limit=args.time_limit, log_path=log, lr=args.lr,
+                                 **options)
     print(f"trained to iteration {trainer.iteration} in {time.perf_counter() - t0:.0f} s; last loss "
           f"{trainer.losses[-1] if trainer.losses else float('nan'):.5f}; wrote {args.out}/model.npz")
     return 0

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+from ..errors import InputError
 from .rounds import _is_int
 
 LOCK_NAME = "fastca.lock"  #: the lock file of a store (pid, host and start time of the run that holds it)
@@ -15,7 +16,7 @@ _HELD = {}  # real path of a store -> thread id of the run of this process that 
 _HELD_GUARD = threading.Lock()
 
 
-class StoreLocked(ValueError):
+class StoreLocked(InputError):
     """The store is in use by another run (or its lock was left by a run that died)."""
 
 

@@ -12,6 +12,7 @@ from .. import _checks, spec
 from .._state import gray_channel, initial_state, is_state_input
 from ..simulation import Simulation
 from ..weights import NCAWeights
+from ..errors import InputError, InputTypeError
 
 
 def _dask():
@@ -32,12 +33,12 @@ def as_state(x, input="auto", storage="float32", description=None):
     x = x if isinstance(x, da.Array) else da.asarray(x)
     if is_state_input(x.shape, x.dtype, input, channels):
         if x.ndim not in (3, 4) or x.shape[-1] != channels:
-            raise ValueError(f"state must be (H, W, {channels}) or (B, H, W, {channels}), got shape {x.shape}")
+            raise InputError(f"state must be (H, W, {channels}) or (B, H, W, {channels}), got shape {x.shape}")
         lead = x.shape[:-1]
         state = x if x.ndim == 4 else x[None]
         return state.astype(dtype).rechunk({3: -1}), lead
     if x.ndim not in (2, 3):
-        raise ValueError(f"gray input must be (H, W) or (B, H, W), got shape {x.shape}")
+        raise InputError(f"gray input must be (H, W) or (B, H, W), got shape {x.shape}")
     lead = x.shape
     gray = x if x.ndim == 3 else x[None]
 
@@ -54,7 +55,7 @@ def check_chunks(state, halo):
     for axis, name in ((1, "rows"), (2, "columns")):
         sizes = state.chunks[axis]
         if len(sizes) > 1 and min(sizes) < halo:
-            raise ValueError(f"chunks of {min(sizes)} {name} are smaller than the halo ({halo}): use chunks of at least "
+            raise InputError(f"chunks of {min(sizes)} {name} are smaller than the halo ({halo}): use chunks of at least "
                              f"{halo} {name} (or a smaller halo)")
     return halo
 
@@ -67,7 +68,7 @@ def _is_int(value):
 def _check_halo(halo):
     """``halo`` as an int >= 1 (NumPy integers accepted), or raise."""
     if not _is_int(halo) or halo < 1:
-        raise ValueError(f"halo must be an int >= 1, got {halo!r}")
+        raise InputError(f"halo must be an int >= 1, got {halo!r}")
     return operator.index(halo)
 
 
@@ -110,9 +111,9 @@ def _check_model(model, state):
     from ..nca import NCA
 
     if not isinstance(model, (NCAWeights, NCA)):
-        raise TypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
+        raise InputTypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
     if model.description.boundary == "wrap" and (len(state.chunks[1]) > 1 or len(state.chunks[2]) > 1):
-        raise ValueError(f"model {model.description.name!r} wraps around the grid: a distributed run needs the grid "
+        raise InputError(f"model {model.description.name!r} wraps around the grid: a distributed run needs the grid "
                          "in one chunk along H and W (chunk along the batch instead)")
 
 
@@ -146,7 +147,7 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
     from ..nca import NCA
 
     if not isinstance(model, (NCAWeights, NCA)):
-        raise TypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
+        raise InputTypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
     steps = _checks.check_steps(steps)
     seed = _checks.check_seed(seed)
     state, lead = as_state(x, input, storage, model.description)
@@ -154,7 +155,7 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
     halo = check_chunks(state, halo)
     r = reach(model.description)
     if halo < r:
-        raise ValueError(f"halo must be at least {r} for model {model.description.name!r} (a step reaches {r} cells)")
+        raise InputError(f"halo must be at least {r} for model {model.description.name!r} (a step reaches {r} cells)")
     t = _checks.check_steps(start_step)
     left = steps
     while left > 0:

@@ -8,14 +8,20 @@ import zlib
 
 import numpy as np
 
-from .. import spec
 from .rounds import _is_int
+from ..errors import InputError
 
 RECORD_FORMAT = 2  #: version of the record that a complete array carries in its attributes
 
 
 def _model_hash(model):
+    """What a run's bits depend on in the model: its arrays, and for an NCA its description too (the MNIST
+    weights hash as they always did, so their stores resume)."""
+    from ..nca import NCA
+
     h = hashlib.sha256()
+    if isinstance(model, NCA):
+        h.update(json.dumps(model.description.to_dict(), sort_keys=True).encode())
     for v in model.arrays().values():
         h.update(np.ascontiguousarray(v).tobytes())
     return h.hexdigest()[:16]
@@ -30,7 +36,7 @@ def _tiles_hash(tiles):
 
 
 def _grid(shape, chunks):
-    """(chunk coordinates, origin) of every chunk of a (B, H, W, 20) array, in row-major order."""
+    """(chunk coordinates, origin) of every chunk of a (B, H, W, C) array, in row-major order."""
     counts = [-(-shape[i] // chunks[i]) for i in range(3)]
     for ib in range(counts[0]):
         for iy in range(counts[1]):
@@ -49,7 +55,7 @@ def _chunk_file(array_path, arr, coords):
 
 
 def _damaged(array_path, key, problem):
-    return ValueError(f"{array_path}: chunk {key} {problem}; the store is damaged (restore it, or start a new store)")
+    return InputError(f"{array_path}: chunk {key} {problem}; the store is damaged (restore it, or start a new store)")
 
 
 def _check_chunk(array_path, key, file, size, crc=None):
@@ -125,14 +131,16 @@ def _int_list(value, n):
 
 def _check_record(path, attrs, arr):
     """Raise unless the attributes of the complete array at ``path`` are a consistent record of it."""
-    from ..kernels.storage import STORAGE
+    from ..backends.host import storage_types
+
+    storages = storage_types()
 
     def bad(problem):
-        return ValueError(f"{path}: {problem}; the store's metadata is damaged or was edited (restore it, or start "
+        return InputError(f"{path}: {problem}; the store's metadata is damaged or was edited (restore it, or start "
                           f"a new store)")
 
     if attrs.get("format") != RECORD_FORMAT:
-        raise ValueError(f"{path}: written by another version of fastca (record format {attrs.get('format')!r}, "
+        raise InputError(f"{path}: written by another version of fastca (record format {attrs.get('format')!r}, "
                          f"this one reads {RECORD_FORMAT}): start a new store")
     for k in ("step", "previous_step", "halo", "seed"):
         if not _is_int(attrs.get(k)) or attrs[k] < 0:
@@ -140,6 +148,9 @@ def _check_record(path, attrs, arr):
     for k in ("storage", "model"):
         if not isinstance(attrs.get(k), str):
             raise bad(f"attribute {k!r} is {attrs.get(k)!r}, not a string")
+    for k in ("fire_rate", "noise_std"):
+        if k in attrs and (not isinstance(attrs[k], float) or not 0 <= attrs[k] < 1e30):
+            raise bad(f"attribute {k!r} is {attrs[k]!r}, not a float in [0, 1e30)")
     if attrs["step"] != attrs["previous_step"] + attrs["halo"]:
         raise bad(f"step {attrs['step']} is not previous_step {attrs['previous_step']} + halo {attrs['halo']}")
     shape, chunks = attrs.get("shape"), attrs.get("chunks")
@@ -148,9 +159,10 @@ def _check_record(path, attrs, arr):
     if list(arr.shape) != shape or list(arr.chunks) != chunks:
         raise bad(f"the array is {tuple(arr.shape)} in chunks {tuple(arr.chunks)}, its record says {tuple(shape)} "
                   f"in chunks {tuple(chunks)}")
-    if shape[3] != spec.CHANNELS or chunks[3] != spec.CHANNELS or min(shape) < 1:
-        raise bad(f"shape {tuple(shape)} and chunks {tuple(chunks)} are not a state's (B, H, W, {spec.CHANNELS})")
-    if attrs["storage"] not in STORAGE or np.dtype(STORAGE[attrs["storage"]]) != arr.dtype:
+    if chunks[3] != shape[3] or min(shape) < 1:
+        raise bad(f"shape {tuple(shape)} and chunks {tuple(chunks)} are not a state's (B, H, W, C) with the channels "
+                  "in one chunk")
+    if attrs["storage"] not in storages or np.dtype(storages[attrs["storage"]]) != arr.dtype:
         raise bad(f"the array is {arr.dtype}, its record says storage {attrs['storage']!r}")
     n = _n_chunks(shape, chunks)
     for k in ("chunk_bytes", "chunk_crc32"):
@@ -210,7 +222,7 @@ def stored_record(store):
 
 
 def stored_shape(store):
-    """Shape (B, H, W, 20) of the stored run's state, or None when the folder holds no complete one."""
+    """Shape (B, H, W, C) of the stored run's state, or None when the folder holds no complete one."""
     record = stored_record(store)
     return None if record is None else tuple(record["shape"])
 

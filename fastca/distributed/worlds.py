@@ -8,6 +8,7 @@ import numpy as np
 from .. import data, metrics
 from .reduce import _votes
 from .rounds import _dask
+from ..errors import InputError
 
 
 DIGIT_SOURCES = ("mnist-test", "embedded-sample")  #: where the digits of an MNIST world come from
@@ -30,7 +31,7 @@ def mnist_digits(source="auto"):
     elif source == "embedded-sample":
         images, labels = data.sample_digits()
     else:
-        raise ValueError(f"digit source must be 'auto' or one of {DIGIT_SOURCES}, got {source!r}")
+        raise InputError(f"digit source must be 'auto' or one of {DIGIT_SOURCES}, got {source!r}")
     return images, labels, {"digits": source, "digits_sha256": data.digits_hash(images, labels)}
 
 

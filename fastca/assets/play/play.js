@@ -1,6 +1,7 @@
 // fastca play: draws the frames the server streams and sends the user's edits.
-// Frame: "FCA1", step u32, height u16, width u16, flags u32, then gray (u8) and class (u8:
-// 0..9, 10 undecided, 255 dead) per cell. Colours: the article's palette, as fastca.viz.
+// Frame: "FCA1", step u32, height u16, width u16, flags u32 (bit 0 paused, bit 1 RGBA), then per cell
+// either gray (u8) and class (u8: 0..9, 10 undecided, 255 dead) (a digit model; colours: the article's
+// palette, as fastca.viz) or premultiplied RGBA (u8 x 4) (the growing model, composited on white).
 "use strict";
 const PALETTE = [[128, 0, 0], [230, 25, 75], [70, 240, 240], [210, 245, 60], [250, 190, 190],
   [170, 110, 40], [170, 255, 195], [165, 163, 159], [0, 128, 128], [128, 128, 0], [0, 0, 0]];
@@ -9,14 +10,19 @@ const DEAD = 255, UNDECIDED = 10;
 const MNIST = 28;  // the side of an MNIST digit's square: the scale the model learned
 const TOO_BIG = 34, TOO_SMALL = 8;  // cells: a drawing outside this is far from that scale
 const DAMAGE_RADIUS = 7;
+const PAUSED = 1, RGBA = 2;  // frame flags
+const MODEL_KINDS = { "fastca-mnist": "digits", "distill-2020": "digits", "growing-gecko": "growing" };
+const FIRST_TOOL = { digits: "draw", growing: "seed" };  // a tool shown for each kind of world
 const canvas = document.getElementById("world");
 const ctx = canvas.getContext("2d");
 const guide = document.getElementById("guide");
 const $ = (id) => document.getElementById(id);
-const state = { gray: null, label: null, width: 0, height: 0, step: 0, paused: false, frames: 0, fps: 0, image: null,
+const state = { kind: "digits", gray: null, label: null, rgba: null, width: 0, height: 0, step: 0, paused: false,
+                frames: 0, fps: 0, image: null,
                 received: [], errors: [], refused: null, connection: "connecting", sessions: 0, reconnects: 0,
                 probeAt: null, probe: null, scale: null, counts: null, infos: [] };
 window.fastca = state;  // for tests and the curious
+const shown = () => state.label !== null || state.rgba !== null;  // a frame of this world is on screen
 
 const textOn = (c) => (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 140 ? "#000" : "#fff");
 const swatch = (d, cls = "sw") =>
@@ -56,11 +62,11 @@ function connect() {
   ws = sock;
   sock.live = false;
   setConnection("connecting", "connecting to the server...");
-  if (!state.label) showOverlay("connecting to the server...");
+  if (!shown()) showOverlay("connecting to the server...");
   sock.onopen = () => {
     if (sock !== ws) return;
     setConnection("starting", "starting the world (on a fresh server the first one takes a few seconds)...");
-    if (!state.label) showOverlay("starting the world... (on a fresh server the first one takes a few seconds)");
+    if (!shown()) showOverlay("starting the world... (on a fresh server the first one takes a few seconds)");
   };
   sock.onmessage = (ev) => { if (sock === ws) onMessage(sock, ev); };
   sock.onclose = () => {
@@ -136,7 +142,7 @@ function drawFrame(buf) {
   if (magic !== "FCA1") return;
   const step = view.getUint32(4, true), h = view.getUint16(8, true), w = view.getUint16(10, true);
   const flags = view.getUint32(12, true);
-  const gray = new Uint8Array(buf, 16, h * w), label = new Uint8Array(buf, 16 + h * w, h * w);
+  setKind(flags & RGBA ? "growing" : "digits");
   if (canvas.width !== w || canvas.height !== h) {
     canvas.width = w; canvas.height = h; state.image = null; state.probeAt = null; state.scale = null;
     if ([...$("size").options].some((o) => o.value === String(h))) $("size").value = String(h);
@@ -144,24 +150,62 @@ function drawFrame(buf) {
     fit();
   }
   if (!state.image) state.image = ctx.createImageData(w, h);
-  const px = state.image.data;
-  for (let i = 0; i < h * w; i++) {
-    const g = gray[i] / 255, c = label[i] === DEAD ? null : PALETTE[label[i]];
-    const r = c ? c[0] : 0, gg = c ? c[1] : 0, b = c ? c[2] : 0;
-    px[4 * i] = 255 + g * (r - 255); px[4 * i + 1] = 255 + g * (gg - 255); px[4 * i + 2] = 255 + g * (b - 255);
-    px[4 * i + 3] = 255;
+  if (flags & RGBA) {
+    const rgba = new Uint8Array(buf, 16, h * w * 4);
+    paintGrowing(rgba, state.image.data, h * w);
+    Object.assign(state, { rgba, gray: null, label: null });
+  } else {
+    const gray = new Uint8Array(buf, 16, h * w), label = new Uint8Array(buf, 16 + h * w, h * w);
+    paintDigits(gray, label, state.image.data, h * w);
+    Object.assign(state, { gray, label, rgba: null });
   }
   ctx.putImageData(state.image, 0, 0);
-  Object.assign(state, { gray, label, width: w, height: h, step, paused: !!(flags & 1) });
+  Object.assign(state, { width: w, height: h, step, paused: !!(flags & PAUSED) });
   state.frames++;
   const now = performance.now();
   state.received.push(now);
   $("stepn").textContent = step;
   $("paused").textContent = state.paused ? "(paused)" : "";
   $("pause").textContent = state.paused ? "run" : "pause";
+  if (state.kind !== "digits") return;
   if (state.scaleCheck) checkScale();
   if (now - lastProbe > 100) { lastProbe = now; updateProbe(); }  // the probe follows the running world
   if (now - lastCount > 250) { lastCount = now; updateLegend(); }
+}
+
+function paintDigits(gray, label, px, n) {  // the class colour, as strong as the gray, on white
+  for (let i = 0; i < n; i++) {
+    const g = gray[i] / 255, c = label[i] === DEAD ? null : PALETTE[label[i]];
+    const r = c ? c[0] : 0, gg = c ? c[1] : 0, b = c ? c[2] : 0;
+    px[4 * i] = 255 + g * (r - 255); px[4 * i + 1] = 255 + g * (gg - 255); px[4 * i + 2] = 255 + g * (b - 255);
+    px[4 * i + 3] = 255;
+  }
+}
+
+function paintGrowing(rgba, px, n) {  // premultiplied colours over white: 1 - alpha + rgb (the Distill article)
+  for (let i = 0; i < 4 * n; i += 4) {
+    const clear = 255 - rgba[i + 3];
+    px[i] = clear + rgba[i]; px[i + 1] = clear + rgba[i + 1]; px[i + 2] = clear + rgba[i + 2];  // clamped by the array
+    px[i + 3] = 255;
+  }
+}
+
+// The page shows the controls of the kind of world the frames come from (body.growing hides the digits' ones).
+function setKind(kind) {
+  if (kind === state.kind) return;
+  state.kind = kind;
+  document.body.classList.toggle("growing", kind === "growing");
+  const radio = document.querySelector(`input[name=tool][value=${tool()}]`).closest("label");
+  if (radio.dataset.kind && radio.dataset.kind !== kind) {
+    document.querySelector(`input[name=tool][value=${FIRST_TOOL[kind]}]`).checked = true;
+  }
+  const model = $("model");
+  if (MODEL_KINDS[model.value] !== kind) model.value = Object.keys(MODEL_KINDS).find((m) => MODEL_KINDS[m] === kind);
+  const growing = kind === "growing";
+  $("reset").textContent = growing ? "new seed" : "new digits";
+  $("reset").title = growing ? "a new world: one seed in the middle" : "a new world of random test digits";
+  Object.assign(state, { probeAt: null, probe: null, scaleCheck: null, scale: null });
+  drawGuide();
 }
 
 setInterval(() => {
@@ -265,7 +309,7 @@ function drawGuide() {
   }
   const g = guide.getContext("2d"), s = cw / canvas.width;  // device pixels per cell
   g.clearRect(0, 0, cw, ch);
-  if ($("guideon").checked && s * MNIST >= 24) {  // the MNIST squares: a drawn digit should fit one
+  if (state.kind === "digits" && $("guideon").checked && s * MNIST >= 24) {  // the MNIST squares: a drawn digit should fit one
     g.save();
     g.strokeStyle = "rgba(0, 0, 0, 0.22)"; g.lineWidth = Math.max(1, dpr); g.setLineDash([4 * dpr, 4 * dpr]);
     g.beginPath();
@@ -280,7 +324,8 @@ function drawGuide() {
     g.beginPath();
     if (t === "digit") g.rect((x - MNIST / 2) * s, (y - MNIST / 2) * s, MNIST * s, MNIST * s);
     else if (t === "damage") g.arc(x * s, y * s, DAMAGE_RADIUS * s, 0, 2 * Math.PI);
-    else if (t !== "probe") g.arc(x * s, y * s, Math.max(1, (+$("width").value / 2) * s), 0, 2 * Math.PI);
+    else if (t === "seed") g.rect(Math.floor(x) * s, Math.floor(y) * s, s, s);
+    else if (t !== "probe") g.arc(x * s, y * s, Math.max(1, radius() * s), 0, 2 * Math.PI);
     g.stroke();
   }
 }
@@ -292,35 +337,42 @@ function cellAt(ev) {
   return [Math.min(canvas.height - 1, Math.max(0, y)), Math.min(canvas.width - 1, Math.max(0, x))];
 }
 const tool = () => document.querySelector("input[name=tool]:checked").value;
+const radius = () => (state.kind === "growing" ? +$("cut").value : +$("width").value / 2);  // the brush's, in cells
+// A stroke from ``points``: a digit world draws (or erases) gray; a growing world's eraser cuts every channel.
+function sendStroke(points, erase) {
+  if (state.kind === "growing") send({ type: "erase", points, radius: radius() });
+  else send({ type: "stroke", points, width: +$("width").value, erase });
+}
 let drawing = null;
 canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
 canvas.addEventListener("pointerdown", (ev) => {
-  if (drawing || !state.label) return;  // a second finger while drawing, or no world yet
+  if (drawing || !shown()) return;  // a second finger while drawing, or no world yet
   ev.preventDefault();
   canvas.setPointerCapture(ev.pointerId);
   const p = cellAt(ev), t = tool(), cell = p.map(Math.floor);
+  if (ev.button === 0 && t === "seed") { send({ type: "seed", at: cell }); return; }
   if (ev.button === 0 && t === "probe") { state.probeAt = p; updateProbe(); return; }
   if (ev.button === 0 && t === "digit") { send({ type: "digit", at: cell }); state.probeAt = p; return; }
   if (ev.button === 0 && t === "damage") {
     send({ type: "damage", at: cell, radius: DAMAGE_RADIUS }); state.probeAt = p; return;
   }
   drawing = { last: p, erase: ev.button === 2 || t === "erase", id: ev.pointerId };
-  send({ type: "stroke", points: [p], width: +$("width").value, erase: drawing.erase });
+  sendStroke([p], drawing.erase);
 });
 canvas.addEventListener("pointermove", (ev) => {
   const p = cellAt(ev);
   hover = ev.pointerType === "mouse" || drawing ? p : null;
   if (!drawing) {
-    if (ev.pointerType === "mouse" && tool() !== "probe") { state.probeAt = p; updateProbe(); }
+    if (ev.pointerType === "mouse" && state.kind === "digits" && tool() !== "probe") { state.probeAt = p; updateProbe(); }
   } else if (ev.pointerId === drawing.id) {
-    send({ type: "stroke", points: [drawing.last, p], width: +$("width").value, erase: drawing.erase });
+    sendStroke([drawing.last, p], drawing.erase);
     drawing.last = p;
   }
   drawGuide();
 });
 const stop = (ev) => {
   if (!drawing || ev.pointerId !== drawing.id) return;
-  if (!drawing.erase) {
+  if (!drawing.erase && state.kind === "digits") {
     state.scaleCheck = { at: drawing.last, tries: 60 };  // measured on the next frames that show it
     state.probeAt = drawing.last;  // the probe follows what was just drawn
   }
@@ -342,6 +394,7 @@ $("noise").onclick = () => send({ type: "noise", amount: +$("amount").value });
 $("amount").oninput = (ev) => { $("amountv").textContent = ev.target.value; };
 $("width").oninput = (ev) => { $("widthv").textContent = `${ev.target.value} cells`; drawGuide(); };
 $("guideon").onchange = drawGuide;
+$("cut").oninput = (ev) => { $("cutv").textContent = `${ev.target.value} cells`; drawGuide(); };
 $("speed").oninput = (ev) => { $("speedv").textContent = ev.target.value; send({ type: "speed", steps_per_frame: +ev.target.value }); };
 $("model").onchange = (ev) => send({ type: "model", name: ev.target.value });
 $("size").onchange = (ev) => send({ type: "size", size: +ev.target.value });
