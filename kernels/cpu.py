@@ -357,11 +357,11 @@ def _last_word(width):
     return FULL if tail == 64 else (ONE << np.uint64(tail)) - ONE
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)  # serial: called outside the kernel lock (a parallel launch there could race another)
 def mark_all(mask, width):
     """Set every column of every row of ``mask``."""
     last = _last_word(width)
-    for r in numba.prange(mask.shape[0]):
+    for r in range(mask.shape[0]):
         for k in range(mask.shape[1] - 1):
             mask[r, k] = FULL
         mask[r, mask.shape[1] - 1] = last
