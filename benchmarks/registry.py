@@ -6,7 +6,9 @@ over :func:`host_backends` (or :func:`checked_backends`) and by every benchmark 
 :func:`backends`. A workload is a model and the world it runs on, buildable at any size:
 one per model description of :data:`fastca.model.KNOWN` (random weights: neither speed nor
 equivalence depends on their values) and the pretrained MNIST model on a world of tiled
-digits (:data:`MNIST_PRETRAINED`). :func:`register` adds one; :func:`descriptions` is what
+digits (:data:`MNIST_PRETRAINED`), and the shipped growing model on a world of grown geckos
+(:data:`GROWING_PRETRAINED`: trained weights keep the patterns as they are, where random
+weights let a grown world die within 40 steps). :func:`register` adds one; :func:`descriptions` is what
 the equivalence tests run. :func:`setup` builds everything outside the timed region (world,
 model, JIT warm-up) and returns a zero-argument callable that runs the timed work, e.g.::
 
@@ -24,6 +26,9 @@ import fastca
 STEPS = 20  #: steps of a benchmark run unless told
 ORACLE = "torch"  #: the reference backend every other backend is compared with
 MNIST_PRETRAINED = "mnist-pretrained"  #: the workload of fastca.pretrained() on tiled MNIST digits
+GROWING_PRETRAINED = "growing-gecko"  #: the shipped growing model on a world of geckos grown from seeds
+GECKO_SPACING = 48  #: cells between the seeds of :func:`gecko_world` (about 31% of the world alive)
+GECKO_GROWTH = 96  #: steps the geckos of :func:`gecko_world` grow before a run starts
 KINDS = ("all", "host", "device")
 
 
@@ -113,6 +118,27 @@ def described_world(description, size: int, seed: int = 0, tile: int = 64, radiu
     return state
 
 
+_GECKO_WORLDS: dict = {}
+
+
+def gecko_world(size: int, seed: int = 0) -> np.ndarray:
+    """A (1, size, size, 16) float32 world of grown geckos: the shipped ``growing-gecko`` model run
+    :data:`GECKO_GROWTH` steps (numba-cpu, generator ``seed``) from one seed at the centre of every
+    :data:`GECKO_SPACING`-cell square. Grown once per (size, seed) in a process; a copy is returned."""
+    from fastca import seeds
+
+    key = (size, seed)
+    if key not in _GECKO_WORLDS:
+        net = fastca.pretrained(GROWING_PRETRAINED)
+        centres = np.arange(min(GECKO_SPACING // 2, size // 2), size, GECKO_SPACING)
+        positions = np.stack(np.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)
+        world = seeds.plant_seeds(net.description, size, size, positions)
+        sim = fastca.Simulation(net, world, backend="numba-cpu", input="state", seed=seed)
+        sim.run(GECKO_GROWTH)
+        _GECKO_WORLDS[key] = np.array(sim.view(), np.float32)
+    return _GECKO_WORLDS[key].copy()
+
+
 def _gray_state(description, gray):
     from fastca._state import initial_state
 
@@ -152,7 +178,7 @@ def _mnist_pretrained() -> Workload:
                     input="gray")
 
 
-#: every workload by name: one per known description, then the pretrained MNIST world
+#: every workload by name: one per known description, then the pretrained MNIST and growing worlds
 WORKLOADS: dict[str, Workload] = {}
 
 
@@ -189,12 +215,19 @@ def lookup(name_or_path: "str | Workload") -> Workload:
     return described(net.description, lambda: net)
 
 
+def _growing_pretrained() -> Workload:
+    from fastca import model
+
+    return Workload(GROWING_PRETRAINED, model.GROWING, lambda: fastca.pretrained(GROWING_PRETRAINED), gecko_world)
+
+
 def _register_builtins():
     from fastca import model
 
     for d in model.KNOWN:
         register(described(d))
     register(_mnist_pretrained())
+    register(_growing_pretrained())
 
 
 _register_builtins()

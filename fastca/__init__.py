@@ -18,6 +18,7 @@ from .backends import available_backends  # noqa: E402
 from .distill import load_distill_model  # noqa: E402
 from .errors import FastcaError, InputError, InputTypeError, NonFiniteError, RunError  # noqa: E402
 from .metrics import label_map, step_metrics  # noqa: E402
+from .run_options import RunOptions  # noqa: E402
 from .simulate import SimResult, initial_state, mutate, simulate  # noqa: E402
 from .simulation import Simulation  # noqa: E402
 from .nca import NCA, load_model  # noqa: E402
@@ -34,6 +35,7 @@ __all__ = [
     "NonFiniteError",
     "PRETRAINED",
     "PRETRAINED_NCA",
+    "RunOptions",
     "SimResult",
     "Simulation",
     "available_backends",

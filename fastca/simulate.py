@@ -73,6 +73,10 @@ def simulate(model, x, steps, *, backend: BackendName = "auto", seed=0, fire_rat
              storage="float32", origin=(0, 0, 0), on_nonfinite="raise"):
     """Run an automaton for ``steps`` steps: the self-classifying MNIST model, or any described one.
 
+    The run options (``backend``, ``seed``, ``fire_rate``, ``noise``, ``storage``, ``threads``,
+    ``on_nonfinite``) are :class:`fastca.RunOptions`' fields, with its defaults: one object can be
+    checked once and passed to any entry point as ``**opts.kwargs()``.
+
     Parameters
     ----------
     model : NCAWeights or NCA

@@ -10,6 +10,7 @@ from . import _checks, backends, metrics
 from ._state import gray_channel
 from .backends import host
 from .backends.base import Params
+from .run_options import RunOptions
 from .weights import NCAWeights
 from .errors import InputError, InputTypeError, NonFiniteError
 
@@ -20,6 +21,9 @@ EDIT_KINDS = ("erase", "stroke", "set", "seed")  #: what :meth:`Simulation.edit`
 
 class Simulation:
     """One automaton run whose state stays on its backend (host memory or a GPU) between calls.
+
+    The run options (``backend``, ``seed``, ``fire_rate``, ``noise``, ``storage``, ``threads``,
+    ``on_nonfinite``) are :class:`fastca.RunOptions`' fields, with its defaults.
 
     Parameters
     ----------
@@ -68,17 +72,17 @@ class Simulation:
             raise InputTypeError("model must be NCAWeights (see fastca.pretrained()) or an NCA (any model description), "
                             f"got {type(model).__name__}")
         self.description = model.description
-        seed = _checks.check_seed(seed)
-        fire_rate = _checks.check_probability("fire_rate", model.fire_rate if fire_rate is None else fire_rate)
+        run = RunOptions(backend=backend, seed=seed, fire_rate=fire_rate, noise=noise, storage=storage,
+                         threads=threads, on_nonfinite=on_nonfinite)
+        seed = run.seed
+        fire_rate = model.fire_rate if run.fire_rate is None else run.fire_rate
         dtype = _checks.check_storage(storage)
         noise_std = _checks.check_noise(noise, model.noise_std, dtype)
         self.t = _checks.check_steps(start_step)
         if self.t >= MAX_STEP:
             raise InputError(f"start_step must be below {MAX_STEP}, got {start_step}")
         origin = _check_origin(origin)
-        self.threads = _check_threads(threads)
-        if on_nonfinite not in ("raise", "warn"):
-            raise InputError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
+        self.threads = run.threads
         self.on_nonfinite = on_nonfinite
         self._warned = False
         self.info = backends.resolve(backend)
@@ -461,15 +465,6 @@ def _check_origin(origin):
                                  for v in vals):
         raise InputError(f"origin must be three ints >= 0 (sample, row, column), got {origin!r}")
     return tuple(int(v) for v in vals)
-
-
-def _check_threads(n):
-    if n is None:
-        return None
-    limit = host.max_threads()
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= limit:
-        raise InputError(f"threads must be an int in 1..{limit}, got {n!r}")
-    return int(n)
 
 
 def _read_only(array):

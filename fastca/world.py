@@ -348,7 +348,8 @@ def _changed_box(changed, y0, x0):
 
 
 def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_every=5, progress=None,
-              frame_fn=None, threads=None, on_frame=None):
+              frame_fn=None, threads=None, on_frame=None, fire_rate=None, noise=None, storage="float32",
+              on_nonfinite="raise"):
     """Run a world for ``steps`` steps, applying ``events`` between steps and collecting frames.
 
     One resident :class:`fastca.Simulation` runs the whole world; events edit it in place
@@ -358,7 +359,9 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     and at the end. Events at step s are applied after step s (before step s+1).
     ``on_frame(picture)`` receives each frame as it is taken (e.g. an
     :class:`fastca.viz.AnimationWriter`'s ``add``); then the run keeps only the last frame, so
-    memory does not grow with the number of frames. Returns a :class:`WorldRun`.
+    memory does not grow with the number of frames. Run options (``backend``, ``seed``,
+    ``fire_rate``, ``noise``, ``storage``, ``threads``, ``on_nonfinite``) as :class:`fastca.RunOptions`.
+    Returns a :class:`WorldRun`.
     """
     from .viz import colorize
 
@@ -371,7 +374,8 @@ def run_world(model, world, steps, *, events=(), seed=0, backend="auto", frame_e
     rng = np.random.default_rng([seed, 0xE7E27])  # a stream of its own: not the world layout's draws
     # the run's own copy, edited in place by the events (the caller's world is left as it was)
     world = dataclasses.replace(world, gray=world.gray.copy(), targets=world.targets.copy(), index=world.index.copy())
-    sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads)
+    sim = Simulation(model, world.gray, backend=backend, seed=seed, threads=threads, fire_rate=fire_rate, noise=noise,
+                     storage=storage, on_nonfinite=on_nonfinite)
     frames, frame_steps = [], []
 
     def take(t):

@@ -147,17 +147,18 @@ def add_update(cell, D, Z0, Z1, i, noise_std):
     rounded once); D: mlp_block's output (bias included); Z0, Z1: noise_block's draws.
     Returns False when a written value is not finite (NaN or inf).
     """
-    if noise_std > 0:
-        for o in range(OUT):
-            z = Z0[o // 2, i] if o % 2 == 0 else Z1[o // 2, i]
-            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])
-    else:
-        for o in range(OUT):
-            cell[R0 + o] = store(load(cell[R0 + o]) + D[i, o], cell[R0 + o])
-    total = np.float32(0.0)
+    # One pass: add, store, and test the stored value (v - v is NaN for NaN and inf, 0 otherwise; an or
+    # of booleans vectorises, where a float sum would run as a chain of dependent adds)
+    bad = False
     for o in range(OUT):
-        total += load(cell[R0 + o]) * np.float32(0.0)  # NaN if any value is NaN or inf
-    return total == 0
+        d = D[i, o]
+        if noise_std > 0:
+            d += (Z0[o // 2, i] if o % 2 == 0 else Z1[o // 2, i]) * noise_std
+        stored = store(load(cell[R0 + o]) + d, cell[R0 + o])
+        cell[R0 + o] = stored
+        v = load(stored)
+        bad |= (v - v) != 0
+    return not bad
 
 
 # Not inlined: its code (the MLP, the noise) is compiled once, not once per call site (a third of the compile time).

@@ -58,8 +58,8 @@ MUTANTS = {
         "CPU: a block is flushed one row too late, after the ring reused a row that one of its cells reads"),
     "cpu-channel-offset": (
         "kernels/cpu.py",
-        "            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])\n",
-        "            cell[R0 - 1 + o] = store(load(cell[R0 - 1 + o]) + (D[i, o] + z * noise_std), cell[R0 - 1 + o])\n",
+        "        stored = store(load(cell[R0 + o]) + d, cell[R0 + o])\n        cell[R0 + o] = stored\n",
+        "        stored = store(load(cell[R0 - 1 + o]) + d, cell[R0 - 1 + o])\n        cell[R0 - 1 + o] = stored\n",
         CPU_TESTS,
         "CPU: update written one channel too low (the gray channel changes)"),
     "cpu-fire-strict": (
@@ -72,9 +72,8 @@ MUTANTS = {
         "CPU: the two normals of a pair swapped"),
     "cpu-float16-rounded-twice": (
         "kernels/cpu.py",
-        "            cell[R0 + o] = store(load(cell[R0 + o]) + (D[i, o] + z * noise_std), cell[R0 + o])\n",
-        "            cell[R0 + o] = store(load(cell[R0 + o]) + load(store(D[i, o] + z * noise_std, cell[R0 + o])),"
-        " cell[R0 + o])\n", CPU_TESTS, "CPU: float16 storage rounds the update, then the sum (twice)"),
+        "        stored = store(load(cell[R0 + o]) + d, cell[R0 + o])\n",
+        "        stored = store(load(cell[R0 + o]) + load(store(d, cell[R0 + o])), cell[R0 + o])\n", CPU_TESTS, "CPU: float16 storage rounds the update, then the sum (twice)"),
     "cpu-wrong-bias": (
         "kernels/cpu_shape.py", "w + {4 * x.w_off}, w + {4 * x.b_off}, {target}",
         "w + {4 * x.w_off}, w + {4 * layers[min(i + 1, len(layers) - 1)].b_off}, {target}", CPU_TESTS,
@@ -182,6 +181,21 @@ MUTANTS = {
         "kernels/cuda.py", "                    flush(state, b * height, height, width, count, chunk,",
         "                    flush(state, b * height, height, width, count - 1, chunk,", CUDA_TESTS,
         "CUDA: a full chunk is flushed without its last cell"),
+    # one set of run options (fastca.RunOptions): an entry point that drops one runs another automaton
+    "run-world-drops-storage": (
+        "fastca/world.py", "                     storage=storage, on_nonfinite=on_nonfinite)",
+        "                     on_nonfinite=on_nonfinite)",
+        ["tests/test_run_options.py::test_run_world_honours_storage_fire_rate_and_noise"],
+        "run_world takes storage but runs float32"),
+    "rounds-drop-fire-rate": (
+        "fastca/distributed/rounds.py", "fire_rate=self.fire_rate, noise=self.noise, on_nonfinite",
+        "noise=self.noise, on_nonfinite",
+        ["tests/test_run_options.py::test_one_object_runs_simulate_and_the_distributed_rounds_alike"],
+        "distributed.simulate takes fire_rate but its tasks run the model's"),
+    "run-options-threads-unchecked": (
+        "fastca/run_options.py", '        object.__setattr__(self, "threads", check_threads(self.threads))\n', "",
+        ["tests/test_run_options.py::test_bad_options_are_refused_when_made_and_by_every_entry_point"],
+        "RunOptions accepts any thread count (0, True)"),
 }
 
 

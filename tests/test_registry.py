@@ -106,7 +106,8 @@ def test_the_table_holds_every_known_description_and_the_pretrained_world():
     from fastca import model
 
     assert registry.descriptions() == model.KNOWN
-    assert registry.workloads() == [d.name for d in model.KNOWN] + [registry.MNIST_PRETRAINED]
+    assert registry.workloads() == [d.name for d in model.KNOWN] + [registry.MNIST_PRETRAINED,
+                                                                   registry.GROWING_PRETRAINED]
     with pytest.raises(ValueError, match="is taken"):
         registry.register(registry.described(model.GROWING))
 

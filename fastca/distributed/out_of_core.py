@@ -18,11 +18,12 @@ from .store import (_check_chunk, _chunk_file, _damaged, _grid, _latest_record, 
                     _seal, _tiles_hash, _verify_chunks)
 from .worlds import MnistTiles
 from ..errors import InputError, InputTypeError
+from ..run_options import RunOptions
 
 
 def zarr_run(model, store, steps, *, gray=None, state=None, chunks=None, halo=16, seed=0, storage="float16",
              fire_rate=None, noise=None, threads=None, backend="auto", progress=print, scheduler=None, tiles=None,
-             on_round=None, world=None, break_lock=False):
+             on_round=None, world=None, break_lock=False, on_nonfinite="raise"):
     """Advance the state kept in the Zarr folder ``store`` to step ``steps``, out of core; returns
     (the final state as a dask array on disk, step reached).
 
@@ -54,6 +55,9 @@ def zarr_run(model, store, steps, *, gray=None, state=None, chunks=None, halo=16
     the tasks' per-chunk counts (no extra pass over the store): per-cell accuracy and the percent
     of digits whose alive cells all give one label (digits that straddle chunks counted whole).
     ``on_round(step, info)`` gets {"seconds", and with tiles "accuracy", "digit_agreement"}.
+
+    Run options as :class:`fastca.RunOptions` (``storage`` defaults to float16 here;
+    ``on_nonfinite`` must be "raise").
     """
     from ..nca import NCA
 
@@ -61,7 +65,11 @@ def zarr_run(model, store, steps, *, gray=None, state=None, chunks=None, halo=16
         raise InputTypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
     steps = _checks.check_steps(steps)
     halo = _check_halo(halo)
-    seed = _checks.check_seed(seed)
+    seed = RunOptions(backend=backend, seed=seed, fire_rate=fire_rate, noise=noise, storage=storage, threads=threads,
+                      on_nonfinite=on_nonfinite).seed
+    if on_nonfinite != "raise":
+        raise InputError("zarr_run takes on_nonfinite='raise' only: a store never holds a non-finite value (one "
+                         "reads as a missing or damaged chunk)")
     dtype = _checks.check_storage(storage)
     if gray is not None and state is not None:
         raise InputError("give gray or state for a new store, not both")

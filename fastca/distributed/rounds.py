@@ -13,6 +13,7 @@ from .._state import gray_channel, initial_state, is_state_input
 from ..simulation import Simulation
 from ..weights import NCAWeights
 from ..errors import InputError, InputTypeError
+from ..run_options import RunOptions
 
 
 def _dask():
@@ -86,6 +87,7 @@ class _Round:
     noise: object
     threads: int | None
     backend: str
+    on_nonfinite: str = "raise"
 
     def __call__(self, block, block_info=None):
         d = reach(self.model.description) * self.steps
@@ -94,7 +96,7 @@ class _Round:
                   sum(self.chunks[2][:ix]) - (d if ix > 0 else 0))
         sim = Simulation(self.model, block, backend=self.backend, seed=self.seed, storage=self.storage,
                          origin=origin, start_step=self.start_step, input="state", threads=self.threads,
-                         fire_rate=self.fire_rate, noise=self.noise)
+                         fire_rate=self.fire_rate, noise=self.noise, on_nonfinite=self.on_nonfinite)
         sim.run(self.steps, progress=False)
         return sim.state(copy=False)  # the simulation's own array: the input block is never written
 
@@ -118,18 +120,18 @@ def _check_model(model, state):
 
 
 def advance(state, model, steps, *, start_step=0, seed=0, storage="float32", fire_rate=None, noise=None,
-            threads=None, backend="auto"):
+            threads=None, backend="auto", on_nonfinite="raise"):
     """One round: ``state`` (B, H, W, C) dask array advanced by ``steps`` steps, lazily; chunks along H
     and W that have neighbours must hold at least ``steps`` x :func:`reach` cells (the halo)."""
     fn = _Round(model, operator.index(steps), operator.index(start_step), operator.index(seed), storage, state.chunks,
-                fire_rate, noise, threads, backend)
+                fire_rate, noise, threads, backend, on_nonfinite)
     d = reach(model.description) * steps
     return state.map_overlap(fn, depth={0: 0, 1: d, 2: d, 3: 0}, boundary="none", trim=True,
                              dtype=state.dtype, meta=np.empty((0, 0, 0, 0), state.dtype))
 
 
 def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32", threads=None, fire_rate=None,
-             noise=None, input="auto", backend="auto", on_round=None, persist=True):
+             noise=None, input="auto", backend="auto", on_round=None, persist=True, on_nonfinite="raise"):
     """Run the automaton on a dask array; returns the (lazy or persisted) dask array of the final state.
 
     model: NCAWeights, or any :class:`fastca.NCA` (a wrap-around one with the grid in one chunk
@@ -142,14 +144,16 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
     the input's leading shape + (C,) and equals ``fastca.simulate(model, x.compute(), steps,
     seed=seed, start_step=start_step, ...)`` bit for bit on the same backend (``backend`` as in
     :func:`fastca.simulate`, resolved on each worker; the Numba backends give a cell the same
-    bits whatever chunk it falls in, the torch reference does not promise that).
+    bits whatever chunk it falls in, the torch reference does not promise that). Run options as
+    :class:`fastca.RunOptions` (checked here, before any task runs; ``on_nonfinite`` applies in each task).
     """
     from ..nca import NCA
 
     if not isinstance(model, (NCAWeights, NCA)):
         raise InputTypeError(f"model must be NCAWeights or an NCA, got {type(model).__name__}")
     steps = _checks.check_steps(steps)
-    seed = _checks.check_seed(seed)
+    seed = RunOptions(backend=backend, seed=seed, fire_rate=fire_rate, noise=noise, storage=storage, threads=threads,
+                      on_nonfinite=on_nonfinite).seed
     state, lead = as_state(x, input, storage, model.description)
     _check_model(model, state)
     halo = check_chunks(state, halo)
@@ -161,7 +165,7 @@ def simulate(model, x, steps, *, halo=16, seed=0, start_step=0, storage="float32
     while left > 0:
         k = min(halo // r, left)  # steps per round: their reach fits the halo
         state = advance(state, model, k, start_step=t, seed=seed, storage=storage, fire_rate=fire_rate, noise=noise,
-                        threads=threads, backend=backend)
+                        threads=threads, backend=backend, on_nonfinite=on_nonfinite)
         if persist:
             state = state.persist()
         t += k
