@@ -121,9 +121,9 @@ def main(argv=None):
     best = min(base, key=lambda r: r["seconds"]) if base else None
     numba_row = rows[0]
     print(f"\nworld {args.size}x{args.size} ({alive:.1%} alive), {args.steps} steps, fire rate 0.5, noise 0.02; "
-          f"{meta['cpu']}, {meta['numba_threads']} threads; peak ({width}-bit FMA, the widest here) {peak[2]} GFLOP/s "
+          f"{meta['cpu']} ({meta['cpu_id']}), {meta['numba_threads']} threads; peak ({width}-bit FMA, the widest here) {peak[2]} GFLOP/s "
           f"(2 threads), {peak[1]} (1 thread); AVX2 {peaks_by_width[256][2]}, AVX-512 {peaks_by_width[512][2]}; "
-          f"kernel {meta['kernel']}")
+          f"kernel: {meta['kernel']['isa']}, tiles {meta['kernel']['tiles']}")
     print(f"{'backend':>14} {'cell-steps/s':>13} {'wall s':>8} {'GFLOP/s upd':>12} {'%peak':>6}")
     for r in rows:
         pct = f"{100 * r['fraction_of_peak']:.1f}" if "fraction_of_peak" in r else "-"

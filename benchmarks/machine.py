@@ -25,12 +25,30 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def cpu_id():
+    """The CPU's vendor, family and model numbers (e.g. "AuthenticAMD family 25 model 1"), from /proc/cpuinfo."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break
+    except OSError:
+        return platform.machine()
+    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+
+
 def metadata():
     """Machine and package versions (plus the git commit when run from a checkout)."""
     import torch
 
     meta = {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cores": os.cpu_count(),
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -71,7 +89,7 @@ def kernel_info():
     """How the numba-cpu kernel's MLP is generated here: vector width and register tiles (kernels/dense.py)."""
     from fastca.kernels import dense
 
-    return {"vector_bits": dense.VL * 32, "tiles": dense.tiles()}
+    return {"vector_bits": dense.VL * 32, "registers": dense.REGISTERS, "isa": dense.isa(), "tiles": dense.tiles()}
 
 
 def fma_peak(threads, width=256):

@@ -23,7 +23,11 @@ counts, bands and chunks needs nothing more.
 Vector width: 16 floats (512-bit) where the CPU has AVX-512F, else 8 (AVX2). Set
 ``FASTCA_VECTOR_BITS=256`` (or 512) to force a width (A/B measurements); it keys fastca's
 kernel cache folder (with a user-set ``NUMBA_CACHE_DIR``, use a separate folder per width).
-Both widths give the same bits (tests/test_vector_width.py).
+Both widths give the same bits (tests/test_vector_width.py). The register tiles are chosen per
+vector width and register count (:func:`tiles`); every tile gives the same bits too. To try the
+code an AVX2-only CPU gets on an AVX-512 one, compile for it:
+``NUMBA_CPU_NAME=znver3 NUMBA_CPU_FEATURES=$(python -c "from fastca.kernels import dense;
+print(dense.avx2_only_features())")``.
 """
 
 import os
@@ -35,27 +39,62 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
+def _target_features():
+    """The CPU features Numba compiles for: ``$NUMBA_CPU_FEATURES`` when set, else the host's."""
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features is not None:
+        return {f[1:] for f in features.split(",") if f.startswith("+")}
+    return {name for name, on in llvm.get_host_cpu_features().items() if on}
+
+
+def avx2_only_features():
+    """The host's CPU features with AVX-512 (and AMX) turned off, as ``$NUMBA_CPU_FEATURES`` takes them: with
+    ``NUMBA_CPU_NAME=znver3`` the kernels compile as on an AVX2-only CPU (256-bit vectors, 16 registers)."""
+    off = ("avx512", "avx10", "evex512", "amx")
+    return ",".join(("-" if not on or name.startswith(off) else "+") + name
+                    for name, on in sorted(llvm.get_host_cpu_features().items()))
+
+
 def vector_bits():
     """512 where the CPU (or ``$NUMBA_CPU_FEATURES``) has AVX-512F, else 256; ``$FASTCA_VECTOR_BITS`` overrides."""
     forced = os.environ.get("FASTCA_VECTOR_BITS")
     if forced in ("256", "512"):
         return int(forced)
-    features = os.environ.get("NUMBA_CPU_FEATURES")
-    if features is not None:
-        return 512 if "+avx512f" in features.split(",") else 256
-    return 512 if llvm.get_host_cpu_features().get("avx512f") else 256
+    return 512 if "avx512f" in _target_features() else 256
+
+
+def vector_registers():
+    """Vector registers the compiled code may use: 32 with AVX-512 (EVEX encodings, any width), else 16."""
+    return 32 if "avx512f" in _target_features() else 16
 
 
 VL = vector_bits() // 32  #: floats per vector register
-# Tile shapes (rows MR x vectors NVB, for 80 outputs / for the last layer): the MR * NVB sums and NVB
-# weight vectors fit the 32 zmm (AVX-512) or 16 ymm (AVX2) registers; chosen by microbenchmark.
-_TILES = {16: {"wide": (4, 5), "narrow": (8, 2)}, 8: {"wide": (2, 5), "narrow": (4, 3)}}
+REGISTERS = vector_registers()  #: vector registers the tiles may fill
+# Register tiles (rows MR x vectors NVB) keyed on (floats per vector, registers): "wide" for layers of
+# 4 or more output vectors, "narrow" for fewer. The MR * NVB sums, NVB weight vectors and one broadcast
+# fit the registers. Chosen with `python -m benchmarks.mlp_tiles` (each layer of the MNIST and Growing
+# shapes, 64-cell blocks): 512-bit on Intel Xeon (AVX-512) and AMD EPYC Zen 4; 256-bit with 16 registers
+# on an AMD EPYC Zen 4 compiling AVX2-only code (NUMBA_CPU_NAME=znver3, AVX-512 features off): 6x2 runs
+# the Growing shape's 48 -> 128 layer at 91% of the one-thread FMA peak where 2x5 ran at 83%, and the
+# MNIST layers as fast (92-94%); 256-bit with 32 registers (FASTCA_VECTOR_BITS=256 on an AVX-512 CPU):
+# 4x4 at 96-100% on every wide layer where 2x5 ran the MNIST perception layer at 75%.
+_TILES = {
+    (16, 32): {"wide": (4, 5), "narrow": (8, 2)},
+    (8, 32): {"wide": (4, 4), "narrow": (4, 3)},
+    (8, 16): {"wide": (6, 2), "narrow": (4, 3)},
+}
 MR_MAX = 8  #: row buffers given to dense() need this many spare rows
+
+
+def isa():
+    """The code the MLP is generated as, in words: e.g. "AVX-512 (512-bit, 32 registers)"."""
+    name = "AVX-512" if REGISTERS == 32 else "AVX2"
+    return f"{name} ({32 * VL}-bit vectors, {REGISTERS} registers)"
 
 
 def tiles():
     """The register tiles used here: {"wide": (rows, vectors), "narrow": (rows, vectors)}."""
-    return dict(_TILES[VL])
+    return dict(_TILES.get((VL, REGISTERS), _TILES[(VL, 32)]))
 
 
 def padded(n):
@@ -63,12 +102,15 @@ def padded(n):
     return -(-n // VL) * VL
 
 
-def dense(K, NO, relu):
-    """The intrinsic ``f(a, w, b, c, n)`` for a (K -> NO) layer; see the module docstring."""
-    return _layer(K, NO, relu, segments=None)
+def dense(K, NO, relu, tile=None):
+    """The intrinsic ``f(a, w, b, c, n)`` for a (K -> NO) layer; see the module docstring.
+
+    tile: (rows, vectors) of the register tile; None: :func:`tiles`' choice for NO (microbenchmarks
+    pass others: ``benchmarks/mlp_tiles.py``)."""
+    return _layer(K, NO, relu, segments=None, tile=tile)
 
 
-def dense_rows(segments, NO, relu):
+def dense_rows(segments, NO, relu, tile=None):
     """Like :func:`dense`, but row i of ``a`` is ``len(segments)`` runs of floats anywhere in memory.
 
     ``f(table, w, b, c, n)``: ``table`` is the address of an (rows, S) int64 array whose
@@ -78,13 +120,20 @@ def dense_rows(segments, NO, relu):
     NO floats, stream through the L1 cache at a time. Entries of rows n.. up to the tile are
     read too: they must be valid addresses.
     """
-    return _layer(sum(segments), NO, relu, segments=tuple(segments))
+    return _layer(sum(segments), NO, relu, segments=tuple(segments), tile=tile)
 
 
-def _layer(K, NO, relu, segments):
+def tile_for(NO):
+    """The register tile (rows, vectors) used for a layer of NO outputs."""
+    return tiles()["wide" if NO // VL >= 4 else "narrow"]
+
+
+def _layer(K, NO, relu, segments, tile=None):
     if NO % VL:
         raise ValueError(f"output width {NO} is not a multiple of {VL}")
-    mr, nvb = _TILES[VL]["wide" if NO // VL >= 4 else "narrow"]
+    mr, nvb = tile_for(NO) if tile is None else tile
+    if not (1 <= mr <= MR_MAX and nvb >= 1):
+        raise ValueError(f"tile {(mr, nvb)}: rows must be in 1..{MR_MAX}, vectors >= 1")
 
     @intrinsic
     def layer(typingctx, a, w, b, c, n):
