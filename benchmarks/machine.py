@@ -14,32 +14,32 @@ import fastca
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def cpu_model():
+def cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo ("model name", "vendor_id", "cpu family", "model", ...);
+    empty where there is none."""
+    fields: dict = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model():
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id():
     """The CPU's vendor, family and model numbers (e.g. "AuthenticAMD family 25 model 1"), from /proc/cpuinfo."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break
-    except OSError:
-        return platform.machine()
-    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    f = cpuinfo()
+    return f"{f.get('vendor_id', '?')} family {f.get('cpu family', '?')} model {f.get('model', '?')}"
 
 
 def metadata():

@@ -64,16 +64,9 @@ def browser_rate(url, seconds):
 
 def machine(browser=False):
     """The machine a number was measured on: CPU model, family and model (/proc/cpuinfo), cores."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "cpu family", "model") and key not in info:
-                    info[key] = value.strip()
-    except OSError:
-        pass
+    from benchmarks.machine import cpuinfo
+
+    info = cpuinfo()
     out = {"cpu": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
            "cores": os.cpu_count()}
     if browser:
