@@ -87,7 +87,7 @@ MR_MAX = 8  #: row buffers given to dense() need this many spare rows
 
 
 def isa():
-    """The code the MLP is generated as, in words: e.g. "AVX-512 (512-bit, 32 registers)"."""
+    """The code the MLP is generated as, in words: e.g. "AVX-512 (512-bit vectors, 32 registers)"."""
     name = "AVX-512" if REGISTERS == 32 else "AVX2"
     return f"{name} ({32 * VL}-bit vectors, {REGISTERS} registers)"
 

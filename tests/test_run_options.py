@@ -87,9 +87,10 @@ def test_run_world_honours_storage_fire_rate_and_noise():
     assert not np.array_equal(plain.state, run.frames[-1].astype(np.float32))
 
 
-def test_zarr_run_takes_raise_only():
+def test_zarr_run_takes_raise_only(tmp_path):
     da = pytest.importorskip("dask.array")
     net = fastca.pretrained("growing-gecko")
     state = da.from_array(fastca.seeds.plant_seeds(net.description, 16, 16, [(8, 8)]), chunks=(1, 16, 16, 16))
     with pytest.raises(fastca.InputError, match="raise"):
-        distributed.zarr_run(net, "unused.zarr", 1, state=state, on_nonfinite="warn")
+        distributed.zarr_run(net, tmp_path / "unused.zarr", 1, state=state, on_nonfinite="warn")
+    assert not (tmp_path / "unused.zarr").exists()  # refused before the store is made
