@@ -4,6 +4,7 @@ Same format: name -> (file, original, mutated, tests, what).
 """
 
 T = "tests/test_train.py::"
+GPU = "tests/test_growing_gpu.py::"  # the Growing recipe's CUDA-graph path, checked on the CPU
 TAMPERED = T + "test_tampered_checkpoint_is_refused_naming_file_and_field"
 CLI = T + "test_train_cli_two_iterations_then_resume_and_conflicts"  # needs MNIST (skips without: then survives)
 
@@ -169,4 +170,12 @@ MUTANTS = {
         "        if False:\n",
         [T + "test_checkpoint_for_other_digits_is_refused"],
         "resume: a pool of 28x28 states resumed with digits of another size"),
+    "growing-graph-one-step-too-many": (
+        "fastca/growing.py", "x = torch.where(k < n, self.step(x, fires[k]), x)",
+        "x = torch.where(k <= n, self.step(x, fires[k]), x)", [GPU + "test_masked_rollout_equals_the_n_step_rollout"],
+        "growing, GPU: the graph's masked rollout keeps step n too (n + 1 steps where n were drawn)"),
+    "growing-graph-step-count-unset": (
+        "fastca/growing.py", "        static_n.fill_(n_steps)\n", "",
+        [GPU + "test_graph_iteration_with_a_stand_in_graph_equals_the_eager_one"],
+        "growing, GPU: the step count is not written before a replay (the graph keeps the capture's n = 0)"),
 }

@@ -25,7 +25,8 @@ def add_parser(subparsers):
     tr.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     tr.add_argument("--decay-at", default=None, help="iterations where the learning rate drops x0.1 (default 30000,70000)")
     add_seed(tr, "random seed in 0..2**64-1 (default 0; a resume keeps its checkpoint's)", default=None)
-    tr.add_argument("--device", default="cpu", help="cpu or cuda")
+    tr.add_argument("--device", default="cpu",
+                    help="cpu or cuda (either recipe; a --resume may change it: checkpoints load on any machine)")
     tr.add_argument("--out", default="fastca-train", help="folder for checkpoint.pt and model.npz")
     tr.add_argument("--checkpoint-every", type=int, default=None, help="default 1000 (mnist), 100 (growing)")
     tr.add_argument("--resume", action="store_true",
@@ -34,7 +35,8 @@ def add_parser(subparsers):
     tr.add_argument("--limit", type=int, default=None, help="use only the first N training digits")
     tr.add_argument("--dense", action="store_true",
                     help="dense CA steps on the CPU too (default: sparse on the CPU, an equal function; dense on a GPU)")
-    tr.add_argument("--no-graph", action="store_true", help="on a GPU, run iterations eagerly instead of a CUDA graph")
+    tr.add_argument("--no-graph", action="store_true",
+                    help="on a GPU (either recipe), run iterations eagerly instead of replaying a CUDA graph")
     tr.add_argument("--time-limit", type=float, default=None,
                     help="stop after this many seconds with a checkpoint (continue later with --resume)")
 
@@ -64,6 +66,9 @@ def run(args):
     args.checkpoint_every = 1000 if args.checkpoint_every is None else args.checkpoint_every
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}")
+    from fastca.growing import check_device
+
+    check_device(args.device)  # before any work: CUDA missing here is a one-line error, not a traceback
     _check_out(args.out)
     try:  # a new run must not overwrite another, a resume needs a checkpoint: before any work
         check_run_folder(args.out, args.resume, args.overwrite)
@@ -113,8 +118,7 @@ def _run_growing(args):
     for name in ("limit", "data", "batch", "decay_at"):
         if getattr(args, name) is not None:
             raise CLIError(f"--{name.replace('_', '-')} is not an option of --recipe growing")
-    if args.device != "cpu":
-        raise CLIError("--recipe growing trains on the CPU (sparse steps); --device cuda is not supported yet")
+    growing.check_device(args.device)  # before any work: CUDA missing here is a one-line error
     _check_out(args.out)
     try:
         growing.check_run_folder(args.out, args.resume, args.overwrite)
@@ -122,7 +126,7 @@ def _run_growing(args):
         raise CLIError(str(exc)) from None
     target = growing.target_for(emoji=args.emoji, image=args.target)
     options = {"iterations": args.iterations, "checkpoint_every": args.checkpoint_every,
-               "sparse": False if args.dense else None}
+               "sparse": False if args.dense else None, "device": args.device, "cuda_graph": not args.no_graph}
     if args.resume:
         saved = growing.load_checkpoint(os.path.join(args.out, "checkpoint.pt"))["config"]
         if args.seed is not None and args.seed != saved["seed"]:
@@ -136,8 +140,8 @@ def _run_growing(args):
         if args.seed is not None:
             options["seed"] = args.seed
     log = args.log or os.path.join(args.out, "train.log")
-    print(f"fastca train --recipe growing: target {args.target or repr(args.emoji)}; checkpoints in {args.out}, "
-          f"one line per iteration in {log}", flush=True)
+    print(f"fastca train --recipe growing: target {args.target or repr(args.emoji)}; device {args.device}; "
+          f"checkpoints in {args.out}, one line per iteration in {log}", flush=True)
     t0 = time.perf_counter()
     nca, trainer = growing.train(target, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                                  progress=sys.stderr.isatty(), time_limit=args.time_limit, log_path=log, lr=args.lr,
