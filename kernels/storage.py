@@ -120,3 +120,21 @@ def _as_f32_row(src, buf):
         return buf
 
     return impl
+
+
+
+@intrinsic
+def prefetch(typingctx, addr):
+    """Ask the CPU to bring the cache line at address ``addr`` (intp) into its outer caches: a hint
+    (LLVM's prefetch: read, locality 2, data) that never faults and returns nothing."""
+    sig = types.void(types.intp)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
