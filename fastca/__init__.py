@@ -11,7 +11,7 @@ Public API::
 
 from . import _numba_setup
 
-_numba_setup.configure()  # before any kernel is compiled: cache folder, fork-safe threading layer
+_numba_setup.configure()  # before any kernel is compiled: cache folder, fork-safe threading layer (TBB or workqueue)
 
 from . import data, model, rng, seeds, spec  # noqa: E402
 from .backends import available_backends  # noqa: E402

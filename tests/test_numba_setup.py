@@ -64,3 +64,30 @@ def test_an_existing_but_empty_cache_folder_still_counts_as_a_first_run(tmp_path
     (folder / "sub").mkdir()
     (folder / "sub" / "kernel.nbi").write_bytes(b"")
     assert not fresh()
+
+
+_LAYER_SCRIPT = """
+import numpy as np, numba, fastca
+from fastca import _numba_setup
+x = np.zeros((1, 28, 28), np.float32); x[0, 10:18, 10:18] = 1
+fastca.simulate(fastca.pretrained("fastca-mnist"), x, 2, backend="numba-cpu", threads=2, progress=False)
+print(numba.threading_layer(), _numba_setup.tbb_loads())
+"""
+
+
+@pytest.mark.parametrize("env", [None, "workqueue"])
+def test_the_threading_layer_is_tbb_where_it_loads_else_workqueue_and_the_user_decides(env, monkeypatch):
+    import os
+    import subprocess
+
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)  # the wheel's library must be found without it
+    if env:
+        monkeypatch.setenv("NUMBA_THREADING_LAYER", env)
+    p = subprocess.run([sys.executable, "-c", _LAYER_SCRIPT], capture_output=True, text=True, env=dict(os.environ),
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    layer, tbb = p.stdout.split()[-2:]
+    assert layer == (env or ("tbb" if tbb == "True" else "workqueue")), p.stdout
+    if sys.platform == "linux" and os.uname().machine == "x86_64":
+        assert tbb == "True", "the tbb wheel is a dependency here: its library must load"

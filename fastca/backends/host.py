@@ -13,8 +13,8 @@ both directions); the other modules reach the compiled code they need through th
 
 Each function imports its kernel module when it is first called, so importing fastca loads
 no kernel. Parallel kernels run under :data:`fastca._numba_setup.KERNEL_LOCK`: Numba's
-fork-safe threading layer runs one parallel region at a time, so calls from several Python
-threads take turns.
+workqueue layer (the fallback where TBB does not load) runs one parallel region at a time, so
+calls from several Python threads take turns.
 """
 
 import contextlib
