@@ -472,31 +472,13 @@ class GrowingTrainer:
         return self._graph_out
 
     def _capture(self, shape):
-        """Captures :meth:`_masked_body` (rollout, loss, backward, gradient normalisation) into one CUDA graph.
-
-        Warm-up passes run first on a side stream (cuDNN algorithm choice, autograd buffers), as
-        capture requires; they do not touch the weights. The gradients are allocated during
-        capture (``set_to_none`` before it), so every replay writes the same ``p.grad`` tensors
-        that the optimiser then reads; nothing may set them to None afterwards.
-        """
-        import torch
+        """Captures :meth:`_masked_body` (rollout, loss, backward, gradient normalisation) into one CUDA graph
+        (:func:`fastca.train.capture_iteration`, as MNIST training does)."""
+        from .train import capture_iteration
 
         self._graph_in = self._static_inputs(shape)
-
-        def body():
-            return self._masked_body(*self._graph_in)
-
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self.opt.zero_grad(set_to_none=True)
-                body()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.opt.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._graph_out = body()
+        self._graph, self._graph_out = capture_iteration(lambda: self._masked_body(*self._graph_in), self.opt,
+                                                         self.device)
 
     def nca(self, name="growing"):
         """The current model as a :class:`fastca.NCA`."""

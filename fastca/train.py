@@ -107,6 +107,27 @@ def lr_at(config, iteration):
     return config.lr * config.decay ** sum(iteration >= m for m in config.decay_at)
 
 
+def capture_iteration(body, opt, device, warmup=3):
+    """(graph, body's result): ``body()`` (rollout, loss, backward, gradient normalisation) captured
+    into one CUDA graph, after ``warmup`` passes on a side stream (cuDNN algorithm choice, autograd
+    buffers), as capture requires; the passes do not touch the weights. The gradients are set to
+    None before capture, so the graph allocates them and every replay writes the same ``p.grad``
+    tensors that the (eager) optimiser step ``opt`` then reads; nothing may set them to None later.
+    """
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    opt.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
 class Trainer:
     """Holds the model, optimiser, pool and generators; :meth:`run` trains, :meth:`save` checkpoints."""
 
@@ -210,13 +231,8 @@ class Trainer:
         return self._graph_out
 
     def _capture(self, shape):
-        """Captures rollout + loss + backward + gradient normalisation into one CUDA graph.
-
-        Warm-up passes run first on a side stream (cuDNN algorithm choice, autograd
-        buffers), as CUDA graph capture requires; they do not touch the weights. The
-        gradients are allocated during capture, so every replay writes the same
-        ``p.grad`` tensors that the (eager) optimiser step then reads.
-        """
+        """Captures rollout + loss + backward + gradient normalisation into one CUDA graph
+        (:func:`capture_iteration`)."""
         x = torch.zeros(shape, device=self.device)
         y = torch.zeros(shape[0], dtype=torch.long, device=self.device)
         self._graph_in = (x, y)
@@ -227,17 +243,7 @@ class Trainer:
             self._normalise_grads()
             return state.detach(), loss.detach()
 
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self.opt.zero_grad(set_to_none=True)
-                body()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.opt.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._graph_out = body()
+        self._graph, self._graph_out = capture_iteration(body, self.opt, self.device)
 
     def run(self, out_dir=None, progress=True, stop_at=None, time_limit=None):
         """Train up to ``config.iterations`` (or ``stop_at``), checkpointing into ``out_dir``.
