@@ -79,7 +79,8 @@ def _writable(folder):
 
 def tbb_loads():
     """Whether Numba's TBB layer can load. pip's ``tbb`` wheel puts ``libtbb.so.12`` in the
-    environment's ``lib`` folder, which the loader does not search: it is loaded from there first."""
+    environment's ``lib`` folder (or the user base's), which the loader does not search: it is
+    loaded from there first."""
     def loads():
         try:
             import numba.np.ufunc.tbbpool  # noqa: F401
@@ -92,8 +93,11 @@ def tbb_loads():
 
     if loads():
         return True
-    folder = Path(sys.prefix) / "lib"
-    for lib in sorted(folder.glob("libtbb.so.12*")) + sorted(folder.glob("libtbb.12*.dylib")):
+    import site
+
+    folders = [Path(sys.prefix) / "lib", Path(site.USER_BASE or sys.prefix) / "lib"]  # a venv, or pip --user
+    names = ("libtbb.so.12*", "libtbb.12*.dylib")  # Linux, macOS
+    for lib in [lib for folder in folders for name in names for lib in sorted(folder.glob(name))]:
         try:
             ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
         except OSError:
