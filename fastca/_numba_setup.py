@@ -111,8 +111,9 @@ def configure():
     global fresh_cache, cache_dir
     import numba
 
+    tbb = tbb_loads()  # loads the wheel's library also when the user asks for "tbb" (or "safe") by name
     if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "tbb" if tbb_loads() else "workqueue"
+        numba.config.THREADING_LAYER = "tbb" if tbb else "workqueue"
     if os.environ.get("NUMBA_CACHE_DIR"):
         cache_dir = os.environ["NUMBA_CACHE_DIR"]
         return
