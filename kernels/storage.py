@@ -122,7 +122,6 @@ def _as_f32_row(src, buf):
     return impl
 
 
-
 @intrinsic
 def prefetch(typingctx, addr):
     """Ask the CPU to bring the cache line at address ``addr`` (intp) into its outer caches: a hint
