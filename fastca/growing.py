@@ -285,6 +285,8 @@ class GrowingConfig:
         if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.decay) and self.decay > 0):
             raise InputError(f"lr and decay must be finite and > 0, got {self.lr} and {self.decay}")
         self.decay_at = tuple(int(x) for x in self.decay_at)
+        from .train import check_device
+
         check_device(self.device)
 
     @property
@@ -296,29 +298,6 @@ class GrowingConfig:
     def use_graph(self):
         """Whether iterations replay a captured CUDA graph (on a GPU with dense steps, unless ``cuda_graph=False``)."""
         return bool(self.cuda_graph) and str(self.device).startswith("cuda") and not self.use_sparse
-
-
-def check_device(device, available=True):
-    """``device`` if a growing run can train there: "cpu" or "cuda" ("cuda:N"); else a one-line InputError.
-    ``available=False`` checks the name only (a checkpoint written on a GPU loads on any machine)."""
-    if device == "cpu":
-        return device
-    import torch
-
-    try:
-        dev = torch.device(device) if isinstance(device, str) else None
-    except (RuntimeError, TypeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device must be cpu or cuda (cuda:N), got {device!r}")
-    if dev.type == "cuda" and available:
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
-                             "torch.cuda.is_available() is False); train on the CPU with --device cpu "
-                             "(device='cpu'), or on a machine with an NVIDIA GPU and a CUDA build of torch")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _to_cpu(obj):
@@ -407,11 +386,9 @@ class GrowingTrainer:
         return x, mse(x, self.target).mean()
 
     def _normalise_grads(self):
-        import torch
+        from .train import normalise_grads
 
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.grad /= p.grad.norm() + 1e-8
+        normalise_grads(self.net.parameters())
 
     def _masked_body(self, x, fires, n):
         """What the CUDA graph holds: ``len(fires)`` steps of which step ``k`` is kept only when ``k < n``, the loss,
@@ -631,6 +608,8 @@ def load_checkpoint(path):
     if ckpt["version"] != CHECKPOINT_VERSION:
         raise bad("version", f"is {ckpt['version']}, this fastca reads {CHECKPOINT_VERSION}")
     try:  # the device is checked by name only: a checkpoint written on a GPU loads anywhere
+        from .train import check_device
+
         check_device(ckpt["config"].get("device", "cpu"), available=False)
         config = GrowingConfig(**{**ckpt["config"], "device": "cpu"})
     except (TypeError, ValueError) as exc:

@@ -107,6 +107,34 @@ def lr_at(config, iteration):
     return config.lr * config.decay ** sum(iteration >= m for m in config.decay_at)
 
 
+def check_device(device, available=True):
+    """``device`` if either recipe can train there: "cpu" or "cuda" ("cuda:N"); else a one-line InputError.
+    ``available=False`` checks the name only (a checkpoint written on a GPU loads on any machine)."""
+    if device == "cpu":
+        return device
+    try:
+        dev = torch.device(device) if isinstance(device, str) else None
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be cpu or cuda (cuda:N), got {device!r}")
+    if dev.type == "cuda" and available:
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                             "torch.cuda.is_available() is False); train on the CPU with --device cpu "
+                             "(device='cpu'), or on a machine with an NVIDIA GPU and a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def normalise_grads(params):
+    """Per-parameter gradient normalisation of both recipes, in place: ``g / (||g|| + 1e-8)``."""
+    with torch.no_grad():
+        for p in params:
+            p.grad /= p.grad.norm() + 1e-8
+
+
 def capture_iteration(body, opt, device, warmup=3):
     """(graph, body's result): ``body()`` (rollout, loss, backward, gradient normalisation) captured
     into one CUDA graph, after ``warmup`` passes on a side stream (cuDNN algorithm choice, autograd
@@ -197,9 +225,7 @@ class Trainer:
         return x, self.loss(x, y)
 
     def _normalise_grads(self):
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.grad /= p.grad.norm() + 1e-8
+        normalise_grads(self.net.parameters())
 
     def train_step(self):
         """One iteration; returns the loss (float)."""

@@ -66,7 +66,7 @@ def run(args):
     args.checkpoint_every = 1000 if args.checkpoint_every is None else args.checkpoint_every
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}")
-    from fastca.growing import check_device
+    from fastca.train import check_device
 
     check_device(args.device)  # before any work: CUDA missing here is a one-line error, not a traceback
     _check_out(args.out)
@@ -118,7 +118,9 @@ def _run_growing(args):
     for name in ("limit", "data", "batch", "decay_at"):
         if getattr(args, name) is not None:
             raise CLIError(f"--{name.replace('_', '-')} is not an option of --recipe growing")
-    growing.check_device(args.device)  # before any work: CUDA missing here is a one-line error
+    from fastca.train import check_device
+
+    check_device(args.device)  # before any work: CUDA missing here is a one-line error
     _check_out(args.out)
     try:
         growing.check_run_folder(args.out, args.resume, args.overwrite)
